@@ -1,0 +1,3 @@
+from peft_arena.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""The library API the CLI calls; usable from Python too.
+
+    from peft_arena import api
+    cells = api.plan_cells(tasks=["banking77"], strategies=["lora", "ia3"])
+    result = api.run(cells, results_dir="results", data_dir="data")
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from peft_arena.matrix import MatrixResult, run_matrix
+from peft_arena.plan import Overrides, build_cells
+from peft_arena.presets import DEFAULT_PRESET, available_presets, load_preset
+from peft_arena.spec import CellSpec
+from peft_arena.strategies import load_strategies
+from peft_arena.tasks import builtin_tasks
+
+
+def plan_cells(
+    tasks: list[str] | None = None,
+    strategies: list[str] | None = None,
+    *,
+    model: str | None = None,
+    preset: str = DEFAULT_PRESET,
+    seeds: list[int] | None = None,
+    sets: list[str] | None = None,
+    flags: dict[str, Any] | None = None,
+) -> list[CellSpec]:
+    """Every cell of the matrix, fully resolved. Unset arguments come from the preset."""
+    loaded = load_preset(preset)
+    return build_cells(
+        loaded,
+        tasks if tasks is not None else loaded.tasks,
+        strategies if strategies is not None else loaded.strategies,
+        seeds if seeds is not None else loaded.seeds,
+        Overrides(flags=flags or {}, sets=sets or []),
+        model=model,
+    )
+
+
+def run(cells: list[CellSpec], results_dir: str | Path = "results",
+        data_dir: str | Path | None = None, retry_failed: bool = False) -> MatrixResult:
+    return run_matrix(cells, results_dir, data_dir, retry_failed=retry_failed)
+
+
+def strategy_infos() -> list[dict[str, Any]]:
+    registry = load_strategies()
+    infos = []
+    for name in registry.names():
+        strategy = registry.get(name)
+        learning_rate = strategy.train_defaults.get("learning_rate",
+                                                    CellSpec.__dataclass_fields__[
+                                                        "learning_rate"].default)
+        peft = ", ".join(f"{k}={v}" for k, v in strategy.peft_defaults.items() if v is not None)
+        infos.append({"name": name, "summary": strategy.summary, "learning_rate": learning_rate,
+                      "peft_defaults": peft or "-"})
+    return infos
+
+
+def task_infos() -> list[dict[str, Any]]:
+    infos = []
+    for name in builtin_tasks().names():
+        task = builtin_tasks().get(name)
+        infos.append({"name": name, "labels": len(task.labels or ()),
+                      "max_length": task.max_length,
+                      "hub": task.hub.path if task.hub else "-"})
+    return infos
+
+
+def preset_names() -> list[str]:
+    return available_presets()

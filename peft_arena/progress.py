@@ -1,0 +1,26 @@
+"""Progress bars for long loops, quiet when output is not a terminal (CI logs, pipes)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+T = TypeVar("T")
+QUIET_ENV = "PEFT_ARENA_QUIET"
+
+
+def track(items: Iterable[T], description: str) -> Iterator[T]:
+    if os.environ.get(QUIET_ENV):
+        yield from items
+        return
+    columns = (TextColumn("  [cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn())
+    with Progress(*columns, transient=True) as bar:
+        total = len(items) if hasattr(items, "__len__") else None
+        task = bar.add_task(description, total=total)
+        for item in items:
+            yield item
+            bar.advance(task)

