@@ -125,7 +125,7 @@ def build_cells(
         for strategy_name in strategy_names:
             strategy = registry.get(strategy_name)
             train: dict[str, Any] = {"max_length": task.max_length, **strategy.train_defaults}
-            peft: dict[str, Any] = {}
+            peft: dict[str, Any] = dict(strategy.peft_defaults)
             layers = [
                 (preset.defaults, "preset defaults"),
                 (preset.task_settings.get(task.name, {}), f"preset tasks.{task.name}"),
