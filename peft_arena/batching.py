@@ -8,6 +8,7 @@ length (shuffled between groups, seeded), and evaluation runs sorted by length.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -54,7 +55,15 @@ class TokenizedSplit:
 def tokenizer_fingerprint(tokenizer) -> str:
     """Changes whenever the tokenizer would produce different ids."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    state = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    if backend is None:
+        state = repr(sorted(tokenizer.get_vocab().items()))
+    else:
+        # A call with truncation stores its settings in the backend; they are per call (and
+        # part of the cache key as max_length), not part of the tokenizer's identity.
+        config = json.loads(backend.to_str())
+        config.pop("truncation", None)
+        config.pop("padding", None)
+        state = json.dumps(config, sort_keys=True)
     return hashlib.sha256(state.encode()).hexdigest()[:16]
 
 

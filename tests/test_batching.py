@@ -1,0 +1,61 @@
+"""Tokenization cache and length-aware batching."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from peft_arena.batching import (
+    Collator,
+    LengthGroupedBatchSampler,
+    sorted_batches,
+    tokenize,
+)
+from peft_arena.modeling import load_tokenizer
+
+
+def test_cache_hit_returns_the_same_ids_and_a_change_misses(tiny_bert):
+    tokenizer = load_tokenizer(str(tiny_bert))
+    texts = ["a short one", "a somewhat longer sentence than the first", "third"]
+    labels = np.array([0, 1, 2])
+    first, hit = tokenize(texts, labels, tokenizer, 16)
+    assert not hit
+    again, hit = tokenize(texts, labels, tokenizer, 16)
+    assert hit
+    assert np.array_equal(first.flat, again.flat)
+    assert np.array_equal(first.offsets, again.offsets)
+    # A different text, or a different max length, must never be served the old ids.
+    changed, hit = tokenize([*texts[:2], "third!"], labels, tokenizer, 16)
+    assert not hit
+    assert not np.array_equal(changed.flat, first.flat)
+    shorter, hit = tokenize(texts, labels, tokenizer, 4)
+    assert not hit
+    assert shorter.lengths.max() == 4
+
+
+def test_grouped_batches_cover_every_example_once_and_reshuffle():
+    lengths = np.random.default_rng(0).integers(3, 60, size=203)
+    sampler = LengthGroupedBatchSampler(lengths, batch_size=8, seed=1)
+    epoch_one, epoch_two = list(sampler), list(sampler)
+    for batches in (epoch_one, epoch_two):
+        flat = sorted(i for batch in batches for i in batch)
+        assert flat == list(range(203))
+        assert len(batches) == len(sampler)
+    assert epoch_one != epoch_two
+    # Grouping cuts padding: padded tokens per batch well below random batching.
+    def padded(batches):
+        return sum(len(b) * lengths[b].max() for b in batches)
+    random_batches = [list(range(i, min(i + 8, 203))) for i in range(0, 203, 8)]
+    assert padded(epoch_one) < 0.8 * padded(random_batches)
+    assert list(LengthGroupedBatchSampler(lengths, 8, seed=1)) == epoch_one  # seeded
+
+
+def test_eval_batches_are_sorted_and_padding_is_per_batch(tiny_bert):
+    tokenizer = load_tokenizer(str(tiny_bert))
+    texts = ["one", "two words here", "a b c d e f g h", "x"]
+    split, _ = tokenize(texts, np.arange(4) % 3, tokenizer, 32)
+    batches = sorted_batches(split.lengths, 2)
+    assert [split.lengths[b].tolist() for b in batches] == sorted(
+        [split.lengths[b].tolist() for b in batches], key=lambda x: -x[0])
+    batch = Collator(split, tokenizer.pad_token_id)(batches[-1])
+    assert batch["input_ids"].shape[1] == split.lengths[batches[-1]].max()
+    assert batch["attention_mask"].sum() == split.lengths[batches[-1]].sum()
