@@ -10,6 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from peft_arena import budget
+from peft_arena.budget import ParameterCount
 from peft_arena.matrix import MatrixResult, run_matrix
 from peft_arena.plan import Overrides, build_cells
 from peft_arena.presets import DEFAULT_PRESET, available_presets, load_preset
@@ -38,6 +40,13 @@ def plan_cells(
         Overrides(flags=flags or {}, sets=sets or []),
         model=model,
     )
+
+
+def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
+                    ) -> list[ParameterCount]:
+    """Trainable and total parameters of each cell, from the models' configs alone (no
+    weights are loaded or allocated). `data_dir` is read only for tasks that name no labels."""
+    return budget.plan_parameters(cells, data_dir)
 
 
 def run(cells: list[CellSpec], results_dir: str | Path = "results",

@@ -147,7 +147,9 @@ def build_cells(
                     model=model or preset.model,
                     task=task.name,
                     strategy=strategy_name,
-                    task_file=str(task.source_file) if task.is_local else None,
+                    # A user's task file, local data or Hub source alike; built-ins by name.
+                    task_file=(str(task.source_file)
+                               if task_name.endswith((".yaml", ".yml")) else None),
                     peft=peft,
                     **{**train, "seed": int(seed)},
                 ))

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 T = TypeVar("T")
@@ -24,3 +26,13 @@ def track(items: Iterable[T], description: str) -> Iterator[T]:
         for item in items:
             yield item
             bar.advance(task)
+
+
+@contextmanager
+def status(description: str) -> Iterator[None]:
+    """A spinner for steps with no natural count (reading a data file, tokenizing)."""
+    if os.environ.get(QUIET_ENV):
+        yield
+        return
+    with Console(stderr=True).status(f"  [cyan]{description}"):
+        yield

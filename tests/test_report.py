@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import math
+import re
 import warnings
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats as scipy_stats
 
-from peft_arena import report, store
+from peft_arena import breakdown, charts, report, stats, store
+from peft_arena.data import load_task_data
 from peft_arena.errors import UserError
+from peft_arena.metrics import classification_metrics, confidence_summary, per_class_f1
+from peft_arena.runner import run_cell
 from peft_arena.spec import CellSpec
+from peft_arena.tasks import resolve_task
+from tests.conftest import KEYWORDS
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
 TOTAL = 22_713_216
@@ -33,10 +42,31 @@ PEAK_MIB = {"full": 2048.0, "lora": 1024.0, "ia3": 900.0}
 SEEDS = (0, 1)
 
 
+LABELS = {"agnews": ["World", "Sports", "Business", "Sci/Tech"], "imdb": ["neg", "pos"]}
+N_TEST = 200  # every accuracy above is a whole number of these examples
+EPOCHS = 3
+
+
+def predictions(task: str, strategy: str, seed: int, accuracy: float) -> tuple[list, list]:
+    """Test labels (the same for every cell of a task) and predictions right on exactly
+    round(accuracy * N_TEST) examples, spread over the classes."""
+    n_classes = len(LABELS.get(task, "abc"))
+    y_true = np.random.default_rng(len(task)).integers(0, n_classes, N_TEST)
+    wrong = np.random.default_rng([zlib.crc32(strategy.encode()), seed]).permutation(N_TEST)
+    wrong = wrong[: N_TEST - round(accuracy * N_TEST)]
+    y_pred = y_true.copy()
+    y_pred[wrong] = (y_true[wrong] + 1) % n_classes
+    return y_true.tolist(), y_pred.tolist()
+
+
 def make_record(
     task: str, strategy: str, seed: int, accuracy: float | None, **spec_overrides: Any
 ) -> dict[str, Any]:
-    """A record shaped like the runner's (schema v1); accuracy None makes a failed cell."""
+    """A record shaped like the runner's (schema v1); accuracy None makes a failed cell.
+
+    Per-class F1 and the confidence summary are computed from the synthetic predictions with
+    the runner's own metric functions, so they agree with accuracy as in a real record.
+    """
     spec = CellSpec(
         model=MODEL, task=task, strategy=strategy, seed=seed, max_length=64, batch_size=16,
         **spec_overrides,
@@ -44,15 +74,35 @@ def make_record(
     failed = accuracy is None
     trainable = TRAINABLE.get(strategy, 1_000)
     train_s = TRAIN_S.get(strategy, 10.0) + seed  # seeds differ, so the std is not zero
+    labels = LABELS.get(task, ["a", "b", "c"])
+    metrics: dict[str, Any] = {}
+    stored = None
+    history: list[dict[str, Any]] = []
+    if not failed:
+        y_true, y_pred = predictions(task, strategy, seed, accuracy)
+        correct = np.equal(y_true, y_pred)
+        # Sure of right answers, less so of wrong ones: a realistic, imperfect calibration.
+        confidence = np.where(correct, 0.95, 0.6) - 0.01 * seed
+        metrics = {
+            **classification_metrics(np.array(y_true), np.array(y_pred)),
+            "eval_loss": 1 - accuracy, "val_accuracy": accuracy, "val_macro_f1": accuracy - 0.02,
+            "per_class_f1": per_class_f1(np.array(y_true), np.array(y_pred), labels),
+            "confidence": confidence_summary(confidence, correct),
+        }
+        stored = {"y_true": y_true, "y_pred": y_pred}
+        history = [
+            {"epoch": e, "step": 10 * e, "train_loss": 1.2 / e + 0.01 * seed,
+             "val_loss": 1.0 / e + 0.1, "val_accuracy": accuracy - 0.1 / e,
+             "val_macro_f1": accuracy - 0.12 / e}
+            for e in range(1, EPOCHS + 1)
+        ]
     return {
         "schema_version": store.SCHEMA_VERSION,
         "cell_id": spec.cell_id,
         "status": "failed" if failed else "ok",
         "spec": spec.to_dict(),
-        "metrics": {} if failed else {
-            "accuracy": accuracy, "macro_f1": accuracy - 0.01, "eval_loss": 1 - accuracy,
-            "val_accuracy": accuracy, "val_macro_f1": accuracy - 0.02,
-        },
+        "resolved": {"label_names": labels},
+        "metrics": metrics,
         "params": {
             "trainable": trainable, "total": TOTAL, "trainable_pct": 100 * trainable / TOTAL,
         },
@@ -67,10 +117,8 @@ def make_record(
             "peak_bytes": int((PEAK_MIB.get(strategy, 500.0) + 10 * seed) * 1024**2),
             "source": "cpu_rss",
         },
-        "history": [] if failed else [
-            {"epoch": 1, "step": 10, "train_loss": 0.5, "val_loss": 0.4,
-             "val_accuracy": accuracy, "val_macro_f1": accuracy - 0.02},
-        ],
+        "history": history,
+        "predictions": stored,
         "error": {"type": "OutOfMemoryError", "message": "CUDA out of memory", "phase": "train"}
         if failed else None,
         "environment": {
@@ -168,11 +216,16 @@ def test_best_accuracy_is_bold_and_worse_is_not(built: report.ReportResult) -> N
     # On imdb the winner is lora, not full: bolding follows the data, not the row.
     assert markdown_row(markdown, "imdb", "lora")["accuracy"] == "**0.875 ± 0.007**"
     assert not markdown_row(markdown, "imdb", "full")["accuracy"].startswith("**")
-    # Lowest is best for cost columns; equal total params everywhere -> nothing to bold.
-    assert markdown_row(markdown, "agnews", "ia3")["train s"] == "**45.5**"
-    assert markdown_row(markdown, "agnews", "ia3")["trainable params"] == "**10.0K**"
+    # Lowest is best for cost columns, highest for throughput.
+    ia3 = markdown_row(markdown, "agnews", "ia3")
+    assert ia3["train s"] == "**45.5**"
+    assert ia3["trainable params"] == "**10.0K**"
+    assert ia3["peak MiB"] == "**905**"
+    assert ia3["samples/s"] == f"**{np.mean([1000 / 45, 1000 / 46]):.1f}**"
+    assert ia3["tokens/s"] == f"**{np.mean([64000 / 45, 64000 / 46]):,.0f}**"
     assert markdown_row(markdown, "agnews", "lora")["trainable params"] == "148.2K"
-    assert markdown_row(markdown, "agnews", "full")["total params"] == "22.7M"
+    assert markdown_row(markdown, "agnews", "lora")["trainable %"] == "0.653%"
+    assert markdown_row(markdown, "agnews", "full")["samples/s"] == f"{1000 / 120.5:.1f}"
 
 
 def test_rows_are_sorted_by_accuracy(built: report.ReportResult) -> None:
@@ -227,9 +280,11 @@ def test_csv_round_trip(built: report.ReportResult) -> None:
 def test_charts_exist_and_are_linked(built: report.ReportResult) -> None:
     results = built.paths[0].parent  # out_dir
     pngs = sorted((results / "charts").glob("*.png"))
-    assert [p.stem for p in pngs] == sorted(
-        ["accuracy", "macro_f1", "trainable_params", "train_time", "peak_memory"]
-    )
+    assert [p.stem for p in pngs] == sorted([
+        "accuracy", "macro_f1", "trainable_params", "train_time", "peak_memory",
+        "accuracy_vs_params", "accuracy_vs_memory", "accuracy_vs_time",
+        "curves_agnews", "curves_imdb",
+    ])
     for png in pngs:
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5_000
         assert png in built.paths
@@ -304,3 +359,236 @@ def test_rich_table_has_a_row_per_summary_row(built: report.ReportResult) -> Non
 )
 def test_human_count(count: float, text: str) -> None:
     assert report.human_count(count) == text
+
+
+# --- significance -----------------------------------------------------------------------------
+
+
+def board(results: Path) -> tuple[pd.DataFrame, str]:
+    """Summary with verdicts, and its leaderboard, without drawing charts."""
+    loaded = report.load_results(results)
+    summary = report.with_significance(
+        report.summarise(loaded.frame), loaded.frame, loaded.details
+    )
+    return summary, report.leaderboard_markdown(summary, "Provenance: test", [])
+
+
+def test_welch_marks_the_clearly_worse_and_not_the_indistinguishable(tmp_path: Path) -> None:
+    seeds = {"full": (0.90, 0.91, 0.92), "lora": (0.905, 0.915, 0.90), "ia3": (0.80, 0.81, 0.79)}
+    for strategy, accuracies in seeds.items():
+        for seed, accuracy in enumerate(accuracies):
+            write(tmp_path, make_record("imdb", strategy, seed, accuracy))
+    summary, markdown = board(tmp_path)
+    full = seeds["full"]
+    expected = {s: scipy_stats.ttest_ind(seeds[s], full, equal_var=False).pvalue
+                for s in ("lora", "ia3")}
+    assert expected["ia3"] < 0.05 < expected["lora"]  # the example is what it claims to be
+    assert summary_row(summary, "imdb", "full")["vs_best"] == "best"
+    for strategy, verdict in (("lora", "same"), ("ia3", "worse")):
+        row = summary_row(summary, "imdb", strategy)
+        assert row["vs_best"] == verdict and row["vs_best_test"] == "welch"
+        assert row["vs_best_p"] == pytest.approx(expected[strategy])
+    assert markdown_row(markdown, "imdb", "full")["vs best"] == "best"
+    assert markdown_row(markdown, "imdb", "lora")["vs best"] == (
+        f"≈ (t-test p={expected['lora']:.3f})"
+    )
+    assert markdown_row(markdown, "imdb", "ia3")["vs best"].startswith("worse (t-test p")
+    assert "Welch's t-test" in markdown and "paired bootstrap" in markdown
+
+
+def test_single_seed_uses_a_paired_bootstrap_over_test_examples(tmp_path: Path) -> None:
+    for strategy, accuracy in (("full", 0.90), ("lora", 0.895), ("ia3", 0.70)):
+        write(tmp_path, make_record("agnews", strategy, 0, accuracy))
+    summary, markdown = board(tmp_path)
+    ia3 = summary_row(summary, "agnews", "ia3")
+    assert ia3["vs_best"] == "worse" and ia3["vs_best_test"] == "bootstrap"
+    assert ia3["vs_best_diff"] == pytest.approx(0.70 - 0.90)  # paired: same examples
+    assert ia3["vs_best_ci_low"] < ia3["vs_best_diff"] < ia3["vs_best_ci_high"] < 0
+    lora = summary_row(summary, "agnews", "lora")
+    assert lora["vs_best"] == "same" and lora["vs_best_ci_low"] < 0 < lora["vs_best_ci_high"]
+    assert markdown_row(markdown, "agnews", "ia3")["vs best"].startswith(
+        "worse (bootstrap −20.0 pts ["
+    )
+
+
+def test_no_stored_predictions_means_untested_not_a_guess(tmp_path: Path) -> None:
+    for strategy, accuracy in (("full", 0.90), ("ia3", 0.70)):
+        record = make_record("agnews", strategy, 0, accuracy)
+        record["predictions"] = None  # a record from before predictions were kept
+        write(tmp_path, record)
+    summary, markdown = board(tmp_path)
+    assert summary_row(summary, "agnews", "ia3")["vs_best"] == "untested"
+    assert markdown_row(markdown, "agnews", "ia3")["vs best"] == "untested"
+
+
+def test_paired_bootstrap_of_identical_outcomes_is_exactly_zero() -> None:
+    correct = np.array([True, False, True, True])
+    assert stats.paired_bootstrap(correct, correct) == (0.0, 0.0, 0.0)
+
+
+# --- per-class detail, confidence, optional measurements ------------------------------------
+
+
+def test_per_class_f1_section_matches_the_records(built: report.ReportResult) -> None:
+    markdown = leaderboard(built)
+    section = markdown.split("### agnews\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")]
+    headers = [c.strip() for c in rows[0].strip("|").split("|")]
+    assert headers == ["class", "full", "lora", "ia3"]  # best strategy first, failed left out
+    body = [[c.strip() for c in line.strip("|").split("|")] for line in rows[1:5]]
+    expected = {}
+    for strategy in ("full", "lora", "ia3"):
+        per_seed = []
+        for seed in SEEDS:
+            accuracy = ACCURACY[("agnews", strategy)][seed]
+            y_true, y_pred = predictions("agnews", strategy, seed, accuracy)
+            per_seed.append(per_class_f1(np.array(y_true), np.array(y_pred), LABELS["agnews"]))
+        expected[strategy] = {c: np.mean([s[c] for s in per_seed]) for c in LABELS["agnews"]}
+    for cells in body:
+        for strategy, text in zip(("full", "lora", "ia3"), cells[1:], strict=True):
+            assert text == f"{expected[strategy][cells[0]]:.3f}"
+    means = [np.mean([expected[s][cells[0]] for s in expected]) for cells in body]
+    assert means == sorted(means)  # worst classes first
+
+
+def test_many_classes_list_only_the_worst_ten(tmp_path: Path, monkeypatch) -> None:
+    names = [f"intent_{i:02d}" for i in range(15)]
+    monkeypatch.setitem(LABELS, "banking", names)
+    write(tmp_path, make_record("banking", "lora", 0, 0.6))
+    loaded = report.load_results(tmp_path)
+    section = breakdown.task_section("banking", report.labelled(loaded.frame),
+                                     report.summarise(loaded.frame), loaded.details)
+    assert "the 10 lowest of 15 classes" in "\n".join(section)
+    shown = [line.split("|")[1].strip() for line in section if line.startswith("| intent_")]
+    scores = next(iter(loaded.details.values())).per_class_f1
+    assert shown == sorted(scores, key=lambda c: (scores[c], names.index(c)))[:10]
+
+
+def test_confidence_section_shows_the_recorded_summary(built: report.ReportResult) -> None:
+    markdown = leaderboard(built)
+    section = markdown.split("### imdb\n", 1)[1]
+    line = next(x for x in section.splitlines() if x.startswith("| lora |") and "%" in x)
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    summaries = []
+    for seed in SEEDS:
+        record = make_record("imdb", "lora", seed, ACCURACY[("imdb", "lora")][seed])
+        summaries.append(record["metrics"]["confidence"])
+    assert cells[1] == f"{np.mean([s['mean'] for s in summaries]):.3f}"
+    assert cells[2] == f"{np.mean([s['share_above_0_9'] for s in summaries]):.1%}"
+    assert cells[3] == f"{np.mean([s['ece'] for s in summaries]):.3f}"
+
+
+def test_confidence_summary_by_hand() -> None:
+    # Two at 0.95 (one right): bin (0.9, 1], gap |0.5 - 0.95|; two at 0.6, both right: bin
+    # (0.5, 0.6], gap |1 - 0.6|. Each bin holds half the examples.
+    summary = confidence_summary(np.array([0.95, 0.95, 0.6, 0.6]), np.array([1, 0, 1, 1]))
+    assert summary["mean"] == pytest.approx(0.775)
+    assert summary["share_above_0_9"] == pytest.approx(0.5)
+    assert summary["ece"] == pytest.approx(0.5 * 0.45 + 0.5 * 0.4)
+
+
+def test_per_class_f1_leaves_out_classes_the_split_lacks() -> None:
+    scores = per_class_f1(np.array([0, 0, 1, 1]), np.array([0, 1, 1, 1]), ["a", "b", "c"])
+    assert scores == pytest.approx({"a": 2 / 3, "b": 0.8})
+
+
+def test_new_measurements_show_when_recorded_and_dash_when_not(tmp_path: Path) -> None:
+    with_extras = make_record("imdb", "qlora", 0, 0.85)
+    with_extras["compute"] = {"mfu": 0.123}
+    with_extras["memory"]["weights_bytes"] = 40 * 1024**2
+    write(tmp_path, with_extras)
+    write(tmp_path, make_record("imdb", "lora", 0, 0.86))
+    _, markdown = board(tmp_path)
+    assert markdown_row(markdown, "imdb", "qlora")["MFU"] == "12.3%"
+    assert markdown_row(markdown, "imdb", "qlora")["weights MiB"] == "40"
+    assert markdown_row(markdown, "imdb", "lora")["MFU"] == "—"
+    assert "- **MFU**:" in markdown
+
+
+def test_columns_without_any_value_are_left_out(built: report.ReportResult) -> None:
+    markdown = leaderboard(built)
+    assert "MFU" not in markdown and "weights MiB" not in markdown
+    for header in ("accuracy", "macro F1", "vs best", "trainable params", "peak MiB",
+                   "train s", "samples/s", "seeds"):
+        assert f"- **{header}**:" in markdown  # every shown column is explained
+
+
+# --- charts and HTML --------------------------------------------------------------------------
+
+
+def test_pareto_front() -> None:
+    costs = [10, 100, 100, 1000, 50]
+    scores = [0.80, 0.88, 0.86, 0.92, 0.79]
+    assert charts.pareto_mask(costs, scores) == [True, True, False, True, False]
+
+
+def test_html_is_self_contained_with_tables_and_embedded_charts(
+    built: report.ReportResult,
+) -> None:
+    results = built.paths[0].parent
+    page = (results / "report.html").read_text(encoding="utf-8")
+    assert page.count("<table>") >= 2 + 2  # a leaderboard table per task, plus detail tables
+    assert "<td><strong>0.915 ± 0.007</strong></td>" in page
+    images = re.findall(r'<img src="data:image/png;base64,([^"]+)"', page)
+    pngs = sorted((results / "charts").glob("*.png"))
+    assert len(images) == len(pngs)
+    assert {base64.b64decode(i) for i in images} == {p.read_bytes() for p in pngs}
+    assert 'src="charts/' not in page and "<script" not in page and "http" not in page
+
+
+def test_confusion_matrices_from_stored_predictions(results: Path) -> None:
+    loaded = report.load_results(results)
+    out = results / "charts" / "confusion"
+    paths = charts.write_confusions(report.labelled(loaded.frame), out, "label", loaded.details)
+    expected = sorted({f"{t}__{s}.png" for (t, s) in ACCURACY})  # the failed cell has none
+    assert sorted(p.name for p in paths) == expected == sorted(p.name for p in out.glob("*"))
+    assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
+    summary = report.summarise(loaded.frame)
+    markdown = report.leaderboard_markdown(summary, "Provenance: test", paths, base=results)
+    assert "[Confusion matrix: imdb, lora](charts/confusion/imdb__lora.png)" in markdown
+
+
+def test_without_chart_links_there_is_no_charts_section(built: report.ReportResult) -> None:
+    markdown = report.leaderboard_markdown(built.summary, built.provenance, [])
+    assert "## Charts" not in markdown and "charts/" not in markdown
+    assert "## Charts" in leaderboard(built)
+
+
+# --- what a real cell records -----------------------------------------------------------------
+
+
+def test_runner_records_per_class_confidence_and_ordered_predictions(
+    tiny_bert: Path, synth_task: Path, data_dir: Path
+) -> None:
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="full", task_file=str(synth_task),
+                    epochs=1, learning_rate=1e-2, batch_size=16, eval_batch_size=7, max_length=32)
+    record = run_cell(spec, data_dir)
+    data = load_task_data(resolve_task(str(synth_task)), data_dir, val_fraction=spec.val_fraction,
+                          max_train_samples=None, max_eval_samples=None, seed=spec.data_seed)
+    stored = record["predictions"]
+    # Evaluation runs sorted by length in batches of 7; the record is in the split's order.
+    assert stored["y_true"] == data.test.labels.tolist()
+    correct = np.equal(stored["y_true"], stored["y_pred"])
+    assert record["metrics"]["accuracy"] == pytest.approx(correct.mean())
+    expected = per_class_f1(np.array(stored["y_true"]), np.array(stored["y_pred"]),
+                            data.label_names)
+    assert record["metrics"]["per_class_f1"] == pytest.approx(expected)
+    assert set(expected) == set(KEYWORDS)
+    confidence = record["metrics"]["confidence"]
+    assert 1 / len(KEYWORDS) <= confidence["mean"] <= 1
+    assert 0 <= confidence["share_above_0_9"] <= 1 and 0 <= confidence["ece"] <= 1
+
+
+def test_phase_table_shows_recorded_phases_and_dashes_gaps(tmp_path: Path) -> None:
+    newer = make_record("imdb", "lora", 0, 0.86)
+    newer["time"]["phases"]["validate_s"] = 3.5  # newer records time validation apart
+    write(tmp_path, newer)
+    write(tmp_path, make_record("imdb", "ia3", 0, 0.80))
+    summary, _ = board(tmp_path)
+    lines = breakdown.phase_section(summary)
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")]
+            for line in lines if line.startswith("| ")}
+    assert rows["strategy"] == ["strategy", "data", "tokenize", "model", "train", "validate",
+                                "eval", "total"]
+    assert rows["lora"] == ["lora", "5.0", "2.0", "1.0", "60.0", "3.5", "7.0", "75.0"]
+    assert rows["ia3"][5] == "—"

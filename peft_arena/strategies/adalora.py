@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from peft import AdaLoraConfig, PeftConfig
 
-from peft_arena.strategies.base import Strategy
+from peft_arena.strategies.base import SearchSpace, Strategy
 from peft_arena.strategies.registry import strategies
 
 
@@ -37,6 +37,16 @@ class AdaLoRA(Strategy):
         }
         params = {**self.peft_defaults, **schedule, **self.spec.peft}
         return AdaLoraConfig(task_type="SEQ_CLS", **params)
+
+    def search_space(self, space: SearchSpace) -> dict[str, Any]:
+        target_r = space.choice("target_r", [4, 8, 16])
+        return {
+            **super().search_space(space),
+            "target_r": target_r,
+            "init_r": target_r * 3 // 2,  # start 50% above the target, as the defaults do
+            "lora_alpha": space.choice("lora_alpha", [8, 16, 32]),
+            "lora_dropout": space.float("lora_dropout", 0.0, 0.2),
+        }
 
     def on_step_end(self, model: torch.nn.Module, step: int) -> None:
         model.base_model.update_and_allocate(step)

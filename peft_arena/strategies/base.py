@@ -7,13 +7,24 @@ AdaLoRA's rank budget) lives in the method's own short module.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, ClassVar
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Protocol
 
 import torch
 from peft import PeftConfig, get_peft_model
 
 from peft_arena.errors import UserError
 from peft_arena.spec import CellSpec
+
+
+class SearchSpace(Protocol):
+    """What a strategy's `search_space` draws values from (peft_arena.tune backs it with an
+    Optuna trial). Names are setting names: the drawn values go straight into a preset."""
+
+    def float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...
+
+    def choice(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
 class Strategy:
@@ -42,8 +53,32 @@ class Strategy:
             return model
         return get_peft_model(model, self.peft_config(total_steps))
 
+    def wrap_for_counting(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
+        """`wrap` for a dry run: the model has no weights (meta device) and was built from its
+        config without `load_kwargs`. A strategy whose `wrap` needs real or quantized weights
+        overrides this with a wrap that yields the same parameter counts."""
+        return self.wrap(model, total_steps)
+
     def on_step_end(self, model: torch.nn.Module, step: int) -> None:
         """Called after each optimizer step, before gradients are cleared."""
+
+    # ------------------------------------------------------------------ search
+
+    def search_space(self, space: SearchSpace) -> dict[str, Any]:
+        """Settings a hyper-parameter search draws, centred on this cell's own values.
+
+        The training knobs every method shares; subclasses add their own with
+        `{**super().search_space(space), ...}`.
+        """
+        spec = self.spec
+        epochs = math.ceil(spec.epochs)
+        return {
+            "learning_rate": space.float("learning_rate", spec.learning_rate / 4,
+                                         spec.learning_rate * 4, log=True),
+            "batch_size": space.choice("batch_size", [16, 32, 64]),
+            "epochs": space.choice("epochs", sorted({max(1, epochs // 2), epochs, 2 * epochs})),
+            "weight_decay": space.float("weight_decay", 0.0, 0.1),
+        }
 
     # ------------------------------------------------------------------ config
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from peft import IA3Config
 
-from peft_arena.strategies.base import Strategy
+from peft_arena.strategies.base import SearchSpace, Strategy
 from peft_arena.strategies.registry import strategies
 
 
@@ -17,3 +19,10 @@ class IA3(Strategy):
     peft_config_class = IA3Config
     # None: PEFT's per-architecture defaults (key, value, output.dense with the latter as FFN).
     peft_defaults = {"target_modules": None, "feedforward_modules": None}
+
+    def search_space(self, space: SearchSpace) -> dict[str, Any]:
+        return {
+            **super().search_space(space),
+            # None: key, value and FFN out; all-linear scales every linear layer's output.
+            "target_modules": space.choice("target_modules", [None, "all-linear"]),
+        }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from peft import LoHaConfig
 
-from peft_arena.strategies.base import Strategy
+from peft_arena.strategies.base import SearchSpace, Strategy
 from peft_arena.strategies.registry import strategies
 
 
@@ -18,3 +20,11 @@ class LoHa(Strategy):
     # projections; other architectures override target_modules.
     peft_defaults = {"r": 8, "alpha": 16, "rank_dropout": 0.0, "module_dropout": 0.0,
                      "target_modules": ["query", "value"], "modules_to_save": None}
+
+    def search_space(self, space: SearchSpace) -> dict[str, Any]:
+        return {
+            **super().search_space(space),
+            "r": space.choice("r", [4, 8, 16]),
+            "alpha": space.choice("alpha", [8, 16, 32]),
+            "module_dropout": space.float("module_dropout", 0.0, 0.1),
+        }

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from peft import LoraConfig
 
-from peft_arena.strategies.base import Strategy
+from peft_arena.strategies.base import SearchSpace, Strategy
 from peft_arena.strategies.registry import strategies
 
 # target_modules stays None so PEFT picks the architecture's usual targets (query/value on
@@ -20,3 +22,13 @@ class LoRA(Strategy):
     train_defaults = {"learning_rate": 3e-3}
     peft_config_class = LoraConfig
     peft_defaults = LORA_DEFAULTS
+
+    def search_space(self, space: SearchSpace) -> dict[str, Any]:
+        return {
+            **super().search_space(space),
+            "r": space.choice("r", [4, 8, 16, 32]),
+            "lora_alpha": space.choice("lora_alpha", [8, 16, 32, 64]),
+            "lora_dropout": space.float("lora_dropout", 0.0, 0.2),
+            # None: the architecture's attention projections; all-linear adds the FFN too.
+            "target_modules": space.choice("target_modules", [None, "all-linear"]),
+        }

