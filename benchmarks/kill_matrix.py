@@ -4,8 +4,10 @@
     python benchmarks/kill_matrix.py --kills 10 --seed 3
     python benchmarks/kill_matrix.py --real --data-dir /work/shared/data   # MiniLM, real data
 
-Each round starts `peft-arena run` on the same matrix and, after a random (seeded) delay,
-sends SIGKILL to the matrix process or, one time in three, to the cell process it is running.
+Each round starts `peft-arena run` on the same matrix, lets it finish 0 or 1 more cells,
+waits a random time more, and sends SIGKILL to the matrix process or, every third round, to the
+cell process it is running (waits seeded). So kills land during start-up, mid-cell and
+just after a record is written, and the matrix makes progress between them.
 After a matrix kill its cell must die too; after a cell kill the matrix must record the cell as
 failed. Then the same command runs to completion (with --retry-failed, since a killed cell's
 failed record is expected). Checked after every round and at the end:
@@ -21,6 +23,7 @@ Prints what it did and exits 0, or 1 with the violations. Linux only (reads /pro
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -191,15 +194,31 @@ def check_records(records: Path, planned: set[str], ok_seen: dict[str, bytes],
             ok_seen[path.stem] = data
 
 
+def _ok_count(records: Path) -> int:
+    count = 0
+    for path in records.glob("*.json"):
+        with contextlib.suppress(OSError, json.JSONDecodeError):  # check_records reports it
+            count += json.loads(path.read_text()).get("status") == "ok"
+    return count
+
+
 def kill_round(arguments: list[str], records: Path, rng: random.Random, max_delay: float,
                log: Path, tally: Tally, number: int) -> None:
-    matrix = start_matrix(arguments, log)
-    delay = rng.uniform(1.0, max_delay)
-    aim_at_cell = rng.random() < 1 / 3
-    if wait_until(lambda: matrix.poll() is not None, delay):
+    cells_first, extra_wait = rng.randint(0, 1), rng.uniform(0.0, max_delay)
+    aim_at_cell = number % 3 == 0
+    target = _ok_count(records) + cells_first
+    # --retry-failed: a cell killed in an earlier round is work left, like any other.
+    matrix = start_matrix([*arguments, "--retry-failed"], log)
+    began = time.monotonic()
+    wait_until(lambda: matrix.poll() is not None or _ok_count(records) >= target, 3600)
+    if aim_at_cell:  # the random wait then starts once a cell process runs
+        wait_until(lambda: matrix.poll() is not None or running_cell(matrix.pid), 600)
+    if wait_until(lambda: matrix.poll() is not None, extra_wait):
         tally.finished_before_kill += 1
-        print(f"round {number}: the run finished before its kill at {delay:.1f} s")
+        print(f"round {number}: the run finished before its kill")
         return
+    moment = (f"after {cells_first} more cells and {extra_wait:.1f} s "
+              f"({time.monotonic() - began:.0f} s into the run)")
     cell = running_cell(matrix.pid) if aim_at_cell else None
     if cell is not None:
         before = {p.name: p.stat().st_mtime_ns for p in records.glob("*.json")}
@@ -209,13 +228,13 @@ def kill_round(arguments: list[str], records: Path, rng: random.Random, max_dela
         recorded = wait_until(lambda: any(
             before.get(p.name) != p.stat().st_mtime_ns for p in records.glob("*.json")), 30)
         tally.check(recorded, f"round {number}: no failed record after the cell was killed")
-        print(f"round {number}: SIGKILL to cell {cell} at {delay:.1f} s"
-              f"{', failed record written' if recorded else ''}")
+        print(f"round {number}: SIGKILL to the running cell {moment}"
+              f"{', then the matrix recorded it as failed' if recorded else ''}")
     os.kill(matrix.pid, signal.SIGKILL)
     matrix.wait()
     tally.matrix_kills += 1
     if cell is None:
-        print(f"round {number}: SIGKILL to the matrix at {delay:.1f} s")
+        print(f"round {number}: SIGKILL to the matrix {moment}")
     orphans_gone = wait_until(lambda: not live_processes(matrix.pid), 15)
     tally.check(orphans_gone, f"round {number}: processes {live_processes(matrix.pid)} "
                               "outlived the killed matrix")
@@ -228,8 +247,8 @@ def main() -> int:
     parser.add_argument("--kills", type=int, default=5, help="Rounds of kill -9 (default 5).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill moments.")
     parser.add_argument("--max-delay", type=float, default=None,
-                        help="Latest kill moment in seconds after a start (default: 30, 60 "
-                        "with --real).")
+                        help="Longest random wait before a kill, after the round's cells "
+                        "(default: 15 s, 60 with --real).")
     parser.add_argument("--seeds", default="0,1", help="Training seeds of the matrix.")
     parser.add_argument("--real", action="store_true",
                         help="MiniLM on small subsets of real AG News instead of the tiny setup.")
@@ -242,7 +261,7 @@ def main() -> int:
     if args.real and (args.data_dir is None or not (args.data_dir / "agnews").is_dir()):
         print("--real needs --data-dir DIR with DIR/agnews/{train,test}.*", file=sys.stderr)
         return 2
-    max_delay = args.max_delay or (60.0 if args.real else 30.0)
+    max_delay = args.max_delay or (60.0 if args.real else 15.0)
 
     work = Path(tempfile.mkdtemp(prefix="kill-matrix-"))
     tally = Tally()
@@ -253,8 +272,8 @@ def main() -> int:
         records = work / "results" / "records"
         log = work / "runs.log"
         ok_seen: dict[str, bytes] = {}
-        print(f"{len(planned)} cells; {args.kills} kill rounds (seed {args.seed}, moments "
-              f"up to {max_delay:.0f} s)")
+        print(f"{len(planned)} cells; {args.kills} kill rounds (seed {args.seed}, random "
+              f"waits up to {max_delay:.0f} s)")
         rng = random.Random(args.seed)
         for number in range(1, args.kills + 1):
             kill_round(arguments, records, rng, max_delay, log, tally, number)

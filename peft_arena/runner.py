@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
@@ -79,6 +80,9 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
         # Created before anything allocates on the GPU, so that its baseline shows other
         # processes only.
         poller = GpuMemoryPoller.for_torch_device(0) if torch.cuda.is_available() else None
+        # Accelerate keeps one state per process and refuses a second precision in it; a
+        # process running several cells (the Python API, `tune`) starts each one afresh.
+        AcceleratorState._reset_state()
         accelerator = Accelerator(mixed_precision=precision.accelerate_name,
                                   cpu=not torch.cuda.is_available(),
                                   **trackers.accelerator_kwargs(spec, results_dir))

@@ -21,7 +21,8 @@ def finished_run(tmp_path_factory, tiny_bert, synth_task):
     results = tmp_path_factory.mktemp("results")
     done = peft_arena("run", "--matrix", synth_task, "--strategies", "full,lora",
                       "--model", tiny_bert, "--epochs", 3, "--results", results,
-                      "--set", "learning_rate=1e-2", "--set", "batch_size=16")
+                      "--set", "learning_rate=1e-2", "--set", "full.learning_rate=3e-3",
+                      "--set", "batch_size=16")
     return results, done
 
 
@@ -37,7 +38,9 @@ def test_run_writes_one_record_per_cell(finished_run):
         assert record["params"]["trainable"] <= record["params"]["total"]
         assert record["memory"]["peak_bytes"] > 50 * 2**20
         assert len(record["history"]) == 3
-        assert record["spec"]["learning_rate"] == 1e-2
+        # `--set full.learning_rate` outranks the plain `--set learning_rate`.
+        wanted = 3e-3 if record["spec"]["strategy"] == "full" else 1e-2
+        assert record["spec"]["learning_rate"] == wanted
         phases = record["time"]["phases"]
         assert set(phases) == {"setup_s", "data_s", "tokenize_s", "model_s", "train_s",
                                "validate_s", "eval_s", "measure_s"}
@@ -51,7 +54,8 @@ def test_rerun_skips_recorded_cells(finished_run, tiny_bert, synth_task):
     before = {p.name: p.stat().st_mtime_ns for p in (results / "records").glob("*.json")}
     again = peft_arena("run", "--matrix", synth_task, "--strategies", "full,lora",
                        "--model", tiny_bert, "--epochs", 3, "--results", results,
-                       "--set", "learning_rate=1e-2", "--set", "batch_size=16")
+                       "--set", "learning_rate=1e-2", "--set", "full.learning_rate=3e-3",
+                       "--set", "batch_size=16")
     assert again.returncode == 0
     assert "2 skipped" in again.stdout
     after = {p.name: p.stat().st_mtime_ns for p in (results / "records").glob("*.json")}

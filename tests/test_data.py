@@ -51,7 +51,7 @@ def test_data_dir_layout(data_dir, tmp_path):
     task = _synth_task(tmp_path)
     data = load_task_data(task, data_dir)
     assert data.label_names == KEYWORDS
-    assert len(data.train) + len(data.val) == 240
+    assert len(data.train) + len(data.val) == 960
 
 
 def test_csv_with_string_labels(tmp_path):
