@@ -17,9 +17,10 @@ pytestmark = [
 
 
 def test_minilm_lora_on_real_agnews():
-    spec = CellSpec(model="minilm", task="agnews", strategy="lora", learning_rate=3e-3,
+    spec = CellSpec(model="minilm", task="agnews", strategy="lora", learning_rate=1e-2,
                     peft={"r": 8, "lora_alpha": 16, "lora_dropout": 0.1, "target_modules": None},
                     epochs=1, max_train_samples=400, max_eval_samples=200, max_length=64)
+    # 11 optimizer steps: 3e-3 (the default, for longer runs) leaves it near 0.45 here.
     record = run_cell(spec, SHARED_DATA)
     # Four balanced-ish topics: chance is 0.25; MiniLM with LoRA clears it easily.
     assert record["metrics"]["accuracy"] > 0.6

@@ -21,7 +21,10 @@ from peft_arena.strategies.registry import strategies
 class AdaLoRA(Strategy):
     name = "adalora"
     summary = "LoRA with adaptive rank (init_r=12 -> target_r=8)"
-    train_defaults = {"learning_rate": 3e-3}
+    # PEFT starts AdaLoRA's singular values at zero, so its update grows far slower than
+    # LoRA's at the same rate. MiniLM, Banking77 (2,000 rows, 3 epochs): 0.82 at 1e-2, 0.853 at
+    # 3e-2; AG News (540 rows, 17 steps): 0.28 at 3e-3, 0.42 at 1e-2, 0.887 at 3e-2.
+    train_defaults = {"learning_rate": 3e-2}
     peft_config_class = AdaLoraConfig
     peft_defaults = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.1,
                      "target_modules": None}
