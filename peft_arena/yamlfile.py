@@ -1,0 +1,34 @@
+"""Safe YAML loading that refuses a key given twice in one mapping.
+
+PyYAML keeps the last of two equal keys without a word, so a preset that lists `strategies:`
+twice silently runs a different matrix. Here that is a parse error, reported like any other.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+
+class _StrictLoader(yaml.SafeLoader):
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping "
+                    f"(line {key_node.start_mark.line + 1})",
+                    key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
+                              _StrictLoader.construct_mapping)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, plus a `yaml.YAMLError` for a duplicate key."""
+    return yaml.load(text, Loader=_StrictLoader)
