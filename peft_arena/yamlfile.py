@@ -31,4 +31,8 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def load_yaml(text: str) -> Any:
     """`yaml.safe_load`, plus a `yaml.YAMLError` for a duplicate key."""
-    return yaml.load(text, Loader=_StrictLoader)
+    loader = _StrictLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
-from peft_arena import api, cell, cli, store
+from peft_arena import api, cell, cli, store, yamlfile
 from peft_arena.errors import UserError
 from peft_arena.loop import NonFiniteLoss
 from peft_arena.matrix import cell_lock, sweep_temp_files
@@ -208,6 +209,8 @@ BAD_INPUTS = [
     ("preset not YAML", {}, [], "preset:tasks: [synth\n", "not valid YAML"),
     ("preset runs code", {}, [], "preset:" + MARKER_YAML, "not valid YAML"),
     ("task runs code", {}, [], "task:" + MARKER_YAML, "not valid YAML"),
+    ("preset key twice", {}, [], "preset:strategies: [lora]\nstrategies: [ia3]\n",
+     "'strategies' appears twice"),
     ("task name escapes", {}, [], "task:name: ../../x\nhub: {path: a/b}\n", "Bad name"),
 ]
 
@@ -268,6 +271,8 @@ def test_no_yaml_loader_that_can_build_python_objects():
     offenders = [str(p) for p in sources if unsafe.search(p.read_text(encoding="utf-8"))]
     assert len(sources) > 10
     assert offenders == []
+    # The one loader of the package adds a check to PyYAML's safe loader and nothing else.
+    assert issubclass(yamlfile._StrictLoader, yaml.SafeLoader)
 
 
 CUSTOM_CODE = '''
