@@ -220,6 +220,9 @@ def split_task_data(
         pool_size = min(pool_size, math.ceil(max_train_samples / (1 - val_fraction)))
     pool, _ = _stratified_take(train, pool_size, seed)
     val_size = max(1, round(val_fraction * len(pool)))
+    if max_train_samples is not None:
+        # Rounding must not leave one example more than asked for in train.
+        val_size = max(val_size, len(pool) - max_train_samples)
     val, rest = _stratified_take(pool, val_size, seed + 1)
     if len(rest) < 2:
         raise UserError(f"{origin}: too few training examples ({len(train)}); add data.")

@@ -102,3 +102,12 @@ def test_builtin_tasks_are_data():
     assert len(banking.labels) == 77
     assert banking.hub.revision == "refs/convert/parquet"
     assert resolve_task("agnews").labels == ("World", "Sports", "Business", "Sci/Tech")
+
+
+@pytest.mark.parametrize("wanted", [20, 47, 90, 700])
+def test_max_train_samples_is_exactly_the_training_size(synth_task, wanted):
+    # 20 and 47 are sizes where 10% of the pool rounds down and would leave one extra.
+    data = load_task_data(load_task_file(synth_task), None, val_fraction=0.1,
+                          max_train_samples=wanted, seed=0)
+    assert len(data.train) == wanted
+    assert len(data.val) >= round(0.1 * wanted / 0.9)
