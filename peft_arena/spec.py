@@ -21,6 +21,9 @@ EARLY_STOPPING_METRICS = {"val_accuracy": True, "val_macro_f1": True, "val_loss"
 TRACKERS = ("wandb", "mlflow", "tensorboard")
 # Settings that change how a cell is watched or what it keeps, never what it computes.
 RUN_ONLY_KEYS = ("tracker", "save_model")
+# Settings added after records existed: left out of the config hash while unset, so that a
+# record made before a setting existed keeps its identity (and is not run again).
+HASHED_WHEN_SET = ("head_learning_rate",)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -34,6 +37,8 @@ class CellSpec:
     seed: int = 0
     epochs: float = 3
     learning_rate: float = 5e-5
+    # The classification head's own rate (None: learning_rate); see peft_arena/optim.py.
+    head_learning_rate: float | None = None
     weight_decay: float = 0.01
     warmup_ratio: float = 0.06
     lr_scheduler: str = "linear"
@@ -66,6 +71,8 @@ class CellSpec:
         self.eval_every = str(self.eval_every).strip().lower()
         checks = [
             (self.learning_rate > 0, "learning_rate must be > 0"),
+            (self.head_learning_rate is None or self.head_learning_rate > 0,
+             "head_learning_rate must be > 0"),
             (self.epochs > 0, "epochs must be > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
@@ -110,6 +117,9 @@ class CellSpec:
         data = self.to_dict()
         for key in ("seed", *RUN_ONLY_KEYS):
             data.pop(key)
+        for key in HASHED_WHEN_SET:
+            if data[key] is None:
+                data.pop(key)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
 
