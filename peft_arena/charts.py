@@ -243,6 +243,22 @@ def _draw_tradeoff(tradeoff: Tradeoff, data: pd.DataFrame, hue: str, palette: Pa
     return _save(fig, path)
 
 
+def _label_clusters(points: pd.DataFrame, hue: str) -> list[tuple[list[str], float, float]]:
+    """One label per group of points that would sit on each other (same cost within 5% and
+    accuracy within 2% of the panel's range, as LoRA and QLoRA often do), naming them all."""
+    span = (points["accuracy"].max() - points["accuracy"].min()) or 1.0
+    clusters: list[tuple[list[str], float, float]] = []
+    for _, point in points.sort_values("accuracy", ascending=False).iterrows():
+        for names, cost, accuracy in clusters:
+            if (abs(math.log10(point["cost"] / cost)) < 0.02
+                    and abs(point["accuracy"] - accuracy) < 0.02 * span):
+                names.append(str(point[hue]))
+                break
+        else:
+            clusters.append(([str(point[hue])], point["cost"], point["accuracy"]))
+    return clusters
+
+
 def _tradeoff_panel(ax: Axes, points: pd.DataFrame, hue: str, palette: Palette) -> None:
     front = points[points["pareto"]].sort_values("cost")
     # The front as a staircase: each step is the best accuracy available at that cost.
@@ -256,7 +272,8 @@ def _tradeoff_panel(ax: Axes, points: pd.DataFrame, hue: str, palette: Palette) 
         if point["pareto"]:
             ax.plot(point["cost"], point["accuracy"], "o", markersize=13, markeredgewidth=1.2,
                     markerfacecolor="none", markeredgecolor="black", zorder=2)
-        ax.annotate(point[hue], (point["cost"], point["accuracy"]), xytext=(7, 5),
+    for names, cost, accuracy in _label_clusters(points, hue):
+        ax.annotate(", ".join(names), (cost, accuracy), xytext=(7, 5),
                     textcoords="offset points", fontsize=8, color="#333333")
     ax.set_xscale("log")
     low, high = _pad_log_axis(ax, points["cost"])

@@ -592,3 +592,12 @@ def test_phase_table_shows_recorded_phases_and_dashes_gaps(tmp_path: Path) -> No
                                 "eval", "total"]
     assert rows["lora"] == ["lora", "5.0", "2.0", "1.0", "60.0", "3.5", "7.0", "75.0"]
     assert rows["ia3"][5] == "—"
+
+
+def test_points_on_top_of_each_other_share_one_label() -> None:
+    from peft_arena.charts import _label_clusters
+
+    points = pd.DataFrame({"strategy": ["full", "qlora", "lora"],
+                           "cost": [22.7e6, 74_498, 74_498], "accuracy": [0.746, 0.815, 0.816]})
+    clusters = _label_clusters(points, "strategy")
+    assert [names for names, _, _ in clusters] == [["lora", "qlora"], ["full"]]
