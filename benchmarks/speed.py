@@ -35,6 +35,7 @@ from peft_arena import api
 from peft_arena.data import load_task_data, resolve_data_dir
 from peft_arena.metrics import classification_metrics
 from peft_arena.modeling import load_model, load_tokenizer
+from peft_arena.optim import build_optimizer
 from peft_arena.runner import run_cell
 from peft_arena.spec import CellSpec
 from peft_arena.strategies import load_strategies
@@ -92,7 +93,12 @@ def run_recipe(spec: CellSpec, data_dir, padded_length: int) -> Outcome:
             save_strategy="no", eval_strategy="no", logging_strategy="no", use_cpu=True,
             disable_tqdm=True,
         )
-        trainer = Trainer(model=model, args=args, train_dataset=train)
+        # The same optimizer as peft-arena's (AdamW, the head at its own rate when the cell sets
+        # one), so both sides train with the same hyper-parameters; Trainer adds the schedule.
+        optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
+                                    spec.head_learning_rate)
+        trainer = Trainer(model=model, args=args, train_dataset=train,
+                          optimizers=(optimizer, None))
         trainer.train()
         predictions = trainer.predict(test).predictions
     logits = predictions[0] if isinstance(predictions, tuple) else predictions
