@@ -14,13 +14,19 @@ T = TypeVar("T")
 QUIET_ENV = "PEFT_ARENA_QUIET"
 
 
+def _quiet(console: Console) -> bool:
+    # Off the terminal a live bar only leaves blank lines in the log.
+    return bool(os.environ.get(QUIET_ENV)) or not console.is_terminal
+
+
 def track(items: Iterable[T], description: str) -> Iterator[T]:
-    if os.environ.get(QUIET_ENV):
+    console = Console()
+    if _quiet(console):
         yield from items
         return
     columns = (TextColumn("  [cyan]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn())
-    with Progress(*columns, transient=True) as bar:
+    with Progress(*columns, transient=True, console=console) as bar:
         total = len(items) if hasattr(items, "__len__") else None
         task = bar.add_task(description, total=total)
         for item in items:
@@ -31,8 +37,9 @@ def track(items: Iterable[T], description: str) -> Iterator[T]:
 @contextmanager
 def status(description: str) -> Iterator[None]:
     """A spinner for steps with no natural count (reading a data file, tokenizing)."""
-    if os.environ.get(QUIET_ENV):
+    console = Console(stderr=True)
+    if _quiet(console):
         yield
         return
-    with Console(stderr=True).status(f"  [cyan]{description}"):
+    with console.status(f"  [cyan]{description}"):
         yield
