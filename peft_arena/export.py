@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,6 @@ from peft_arena.modeling import load_model, load_tokenizer
 from peft_arena.spec import CellSpec
 from peft_arena.store import read_record
 from peft_arena.strategies import load_strategies
-
-# PEFT reads a transformers attribute that is being renamed; the warning is not the user's.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 MODELS_SUBDIR = "models"
 METADATA_FILE = "peft_arena.json"

@@ -6,7 +6,6 @@ Strategy hooks are the only place a method's needs enter the loop (`on_step_end`
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -21,9 +20,6 @@ from peft_arena import progress
 from peft_arena.early_stopping import EarlyStopping
 from peft_arena.measure import PhaseTimer
 from peft_arena.metrics import classification_metrics, confidence_summary
-
-# PEFT reads a transformers attribute that is being renamed; the warning is not the user's.
-warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
 
 
 class NonFiniteLoss(RuntimeError):

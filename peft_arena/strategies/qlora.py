@@ -11,12 +11,13 @@ import torch
 from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 
+from peft_arena.optim import HEAD_MODULE_NAMES
 from peft_arena.strategies.lora import LORA_DEFAULTS, LoRA
 from peft_arena.strategies.registry import strategies
 
-# The head must stay out of quantization or PEFT cannot make it trainable; the names cover
-# BERT/RoBERTa (classifier, pooler), DistilBERT (pre_classifier) and decoders (score).
-HEAD_MODULES = ["classifier", "pooler", "pre_classifier", "score"]
+# The head must stay out of quantization or PEFT cannot make it trainable: the classification
+# head's modules, plus BERT's and RoBERTa's pooler, which feeds it.
+HEAD_MODULES = sorted(HEAD_MODULE_NAMES | {"pooler"})
 
 
 @strategies.register("qlora")
