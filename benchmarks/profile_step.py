@@ -21,6 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from torch.profiler import profile
 
+from peft_arena.dropout import use_fast_dropout
 from peft_arena.modeling import load_model
 from peft_arena.precision import resolve_precision
 from peft_arena.spec import CellSpec
@@ -61,6 +62,8 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--native-dropout", action="store_true",
+                        help="PyTorch's dropout instead of peft-arena's cheaper-RNG one.")
     args = parser.parse_args()
 
     precision = resolve_precision(args.precision)
@@ -69,6 +72,8 @@ def main() -> None:
     model = load_model(args.model, ["a", "b", "c", "d"], on_gpu=False,
                        **strategy.load_kwargs(precision.compute_dtype))
     model = strategy.wrap(model, total_steps=100)
+    if not args.native_dropout:
+        use_fast_dropout(model)  # as the runner does on CPU
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, fused=True)
     ids = torch.randint(1000, 20000, (args.batch_size, args.length))
@@ -108,7 +113,8 @@ def main() -> None:
     flops = (4 * non_embedding + 2 * trainable) * tokens
     peak = matmul_peak(precision.compute_dtype)
     print(f"{args.strategy} {args.model} batch {args.batch_size} x {args.length} tokens, "
-          f"{precision.name}, {torch.get_num_threads()} threads")
+          f"{precision.name}, {torch.get_num_threads()} threads, "
+          f"{'native' if args.native_dropout else 'fast'} dropout")
     print(f"step {step_s * 1000:.0f} ms, {tokens / step_s:.0f} tokens/s, "
           f"{flops / step_s / 1e9:.0f} GFLOP/s of {peak / 1e9:.0f} GFLOP/s matmul peak "
           f"= MFU {100 * flops / step_s / peak:.1f}%")

@@ -31,6 +31,7 @@ from peft_arena.batching import (
     tokenize,
 )
 from peft_arena.data import load_task_data, resolve_data_dir
+from peft_arena.dropout import use_fast_dropout
 from peft_arena.export import save_trained_model, saved_model_dir
 from peft_arena.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.loop import EvalCallback, EvalResult, TrainResult, evaluate, train_epochs
@@ -116,6 +117,8 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
                                trust_remote_code=trust_remote_code,
                                **strategy.load_kwargs(precision.compute_dtype))
             model = strategy.wrap(model, total_steps)
+            if not on_gpu:
+                use_fast_dropout(model)
             trainable, total = count_parameters(model)
             optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
                                         spec.head_learning_rate)

@@ -171,7 +171,7 @@ def quick_peak(tmp_path, monkeypatch) -> list[torch.dtype]:
     real = flops.measure_peak_flops
     calls: list[torch.dtype] = []
 
-    def quick_measure(device, dtype):
+    def quick_measure(device, dtype, seconds=None):
         calls.append(dtype)
         return real(device, dtype, seconds=0.1, size=256)
 
