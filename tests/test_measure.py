@@ -189,7 +189,7 @@ def test_peak_flops_keeps_the_best_measurement(quick_peak, tmp_path, monkeypatch
     assert "fp32" in key and f"{torch.get_num_threads()} threads" in key
     assert torch.__version__ in key
     # A later, slower measurement (a busy moment) never lowers the peak.
-    monkeypatch.setattr(flops, "measure_peak_flops", lambda device, dtype: 1.0)
+    monkeypatch.setattr(flops, "measure_peak_flops", lambda device, dtype, seconds=None: 1.0)
     again = flops.peak_flops(cpu, torch.float32)
     assert (again.source, again.flops_per_s) == ("cached", first.flops_per_s)
     assert json.loads((tmp_path / "peak_flops.json").read_text()) == cache
