@@ -20,6 +20,7 @@ from peft_arena import progress
 from peft_arena.early_stopping import EarlyStopping
 from peft_arena.measure import PhaseTimer
 from peft_arena.metrics import classification_metrics, confidence_summary
+from peft_arena.modeling import inference_attention
 
 
 class NonFiniteLoss(RuntimeError):
@@ -43,6 +44,12 @@ class EvalResult:
 def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
              description: str) -> EvalResult:
     model.eval()
+    with inference_attention(model):
+        return _predict_batches(model, loader, accelerator, description)
+
+
+def _predict_batches(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
+                     description: str) -> EvalResult:
     losses, predictions, references, top_probs, tokens = [], [], [], [], 0
     for batch in progress.track(loader, description):
         labels = batch.pop("labels")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,28 @@ def load_model(model: str, label_names: list[str], *, on_gpu: bool,
             f"Could not load model {model!r} ({str(exc).splitlines()[0]}); "
             f"give a local model folder or a Hub id you can reach."
         ) from None
+
+
+@contextmanager
+def inference_attention(model: torch.nn.Module) -> Iterator[None]:
+    """SDPA for evaluation passes on CPU: its forward kernels ran MiniLM inference 30% faster
+    than eager attention at 128 tokens (equal at 16); only its backward is the slow part."""
+    base = getattr(model, "module", model)  # a distributed wrapper, if any
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    config = getattr(base, "config", None)
+    training_attention = getattr(config, "_attn_implementation", None)
+    if training_attention == "sdpa" or not hasattr(base, "set_attn_implementation"):
+        yield
+        return
+    try:
+        base.set_attn_implementation("sdpa")
+    except (ValueError, ImportError):  # a model without an SDPA path keeps its own
+        yield
+        return
+    try:
+        yield
+    finally:
+        base.set_attn_implementation(training_attention)
 
 
 def _offers_safetensors(path: str) -> bool:
