@@ -8,6 +8,7 @@ chosen phase, and logs the moment (PEFT_ARENA_FAULT_LOG).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -46,6 +47,17 @@ def _start(args: list[str], **env: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "peft_arena", *args], env=_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
+
+
+def _finish(process: subprocess.Popen, timeout: float = 180.0) -> tuple[str, str]:
+    """Its output once it exits; if it does not, kill its group and fail with what it said."""
+    try:
+        return process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        out, err = process.communicate()
+        raise AssertionError(f"still running {timeout:.0f} s later:\n{out}\n{err}") from None
 
 
 def _wait_for(condition, what: str, timeout: float = 240.0) -> None:
@@ -172,7 +184,7 @@ def test_kill_and_ctrl_c_at_any_moment_lose_nothing_and_resume(tmp_path, tiny_be
     # 1. Ctrl-C while lora trains: the cell is stopped, exit 130, the way back is said.
     matrix = start_until_lora_sleeps()
     os.killpg(matrix.pid, signal.SIGINT)
-    out, err = matrix.communicate(timeout=60)
+    out, err = _finish(matrix)
     assert matrix.returncode == 130, out + err
     said = " ".join(out.split())  # undo the console's line wrapping
     assert "Interrupted. 1 cells finished" in said
@@ -185,7 +197,7 @@ def test_kill_and_ctrl_c_at_any_moment_lose_nothing_and_resume(tmp_path, tiny_be
     # 2. kill -9 of the matrix itself while lora trains again: its cell dies too.
     matrix = start_until_lora_sleeps()
     os.kill(matrix.pid, signal.SIGKILL)
-    matrix.communicate(timeout=60)
+    _finish(matrix)
     _wait_for(lambda: _live_processes(matrix.pid) == [], "the orphaned cell to die", 15)
     assert _snapshot(results) == kept
 
