@@ -44,9 +44,12 @@ def _env(**extra: str) -> dict[str, str]:
 
 def _start(args: list[str], **env: str) -> subprocess.Popen:
     # A session of its own: Ctrl-C goes to its whole process group, as a terminal sends it.
+    # Ctrl-C handled as a terminal's program has it, even where this suite runs as a
+    # background job, whose shell starts it (and so the matrix) ignoring SIGINT.
     return subprocess.Popen([sys.executable, "-m", "peft_arena", *args], env=_env(**env),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _finish(process: subprocess.Popen, timeout: float = 180.0) -> tuple[str, str]:
