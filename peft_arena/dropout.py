@@ -15,6 +15,8 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
+from peft_arena.modeling import transformers_model
+
 LEVELS = 1 << 16
 # The attention implementation name under which `eager_attention` is registered.
 ATTENTION_NAME = "eager_fast_dropout"
@@ -82,7 +84,7 @@ def use_fast_dropout(model: nn.Module) -> None:
         for name, child in parent.named_children():
             if type(child) is nn.Dropout:
                 setattr(parent, name, FastDropout(child.p, child.inplace))
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = transformers_model(model)
     config = getattr(base, "config", None)
     if (config is not None and getattr(config, "model_type", None) in ATTENTION_MODEL_TYPES
             and getattr(config, "_attn_implementation", None) == "eager"):

@@ -44,7 +44,7 @@ class EvalResult:
 def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
              description: str) -> EvalResult:
     model.eval()
-    with inference_attention(model):
+    with inference_attention(accelerator.unwrap_model(model)):
         return _predict_batches(model, loader, accelerator, description)
 
 

@@ -8,6 +8,7 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 
 from peft_arena import dropout
+from peft_arena.modeling import transformers_model
 from peft_arena.spec import CellSpec
 from peft_arena.strategies import load_strategies
 
@@ -61,7 +62,7 @@ def test_swapped_model_matches_the_original_in_eval(kind, strategy, request):
     modules = list(fast.modules())
     assert not any(type(m) is nn.Dropout for m in modules)
     assert any(isinstance(m, dropout.FastDropout) for m in modules)
-    base = fast.get_base_model() if hasattr(fast, "get_base_model") else fast
+    base = transformers_model(fast)
     assert base.config._attn_implementation == dropout.ATTENTION_NAME
 
     ids = torch.randint(5, 1000, (3, 9))
