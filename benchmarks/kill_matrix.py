@@ -149,7 +149,7 @@ def running_cell(matrix_pid: int) -> int | None:
             command = (pid_dir / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"peft_arena.cell" in command:
+        if b"peft_arena.matrix.cell_process" in command:
             return int(pid_dir.name)
     return None
 

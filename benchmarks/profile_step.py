@@ -21,10 +21,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from torch.profiler import profile
 
-from peft_arena.dropout import use_fast_dropout
-from peft_arena.modeling import load_model
-from peft_arena.precision import resolve_precision
-from peft_arena.spec import CellSpec
+from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.modeling import load_model
+from peft_arena.cell.precision import resolve_precision
+from peft_arena.config.spec import CellSpec
 from peft_arena.strategies import load_strategies
 
 GROUPS = {

@@ -1,9 +1,9 @@
 """Check the recorded peak memory against the operating system's own figure.
 
 Runs one real cell in a process of its own under GNU time (`/usr/bin/time -v`), exactly as the
-matrix runs it (`python -m peft_arena.cell`), then prints the record's peak resident memory
-next to time's "Maximum resident set size" and their ratio. Exit status 0 when they agree
-within the tolerance (default 10%), 1 when they do not, 2 when GNU time is missing.
+matrix runs it (`python -m peft_arena.matrix.cell_process`), then prints the record's peak
+resident memory next to time's "Maximum resident set size" and their ratio. Exit status 0 when
+they agree within the tolerance (default 10%), 1 when they do not, 2 when GNU time is missing.
 
     python benchmarks/rss_check.py --data-dir /work/shared/data
     python benchmarks/rss_check.py --model path/to/model --task mytask.yaml --strategy full
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
         time_file = Path(folder, "time.txt")
         spec_file.write_text(json.dumps(spec), encoding="utf-8")
         command = [str(GNU_TIME), "-v", "-o", str(time_file), sys.executable, "-m",
-                   "peft_arena.cell", str(spec_file), str(record_file), args.data_dir or ""]
+                   "peft_arena.matrix.cell_process", str(spec_file), str(record_file),
+                   args.data_dir or ""]
         done = subprocess.run(command, check=False)
         if done.returncode != 0:
             print(f"the cell failed (exit status {done.returncode}); see its output above",

@@ -32,14 +32,14 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from peft_arena import api
-from peft_arena.data import load_task_data, resolve_data_dir
-from peft_arena.metrics import classification_metrics
-from peft_arena.modeling import load_model, load_tokenizer
-from peft_arena.optim import build_optimizer
-from peft_arena.runner import run_cell
-from peft_arena.spec import CellSpec
+from peft_arena.cell.data import load_task_data, resolve_data_dir
+from peft_arena.cell.modeling import load_model, load_tokenizer
+from peft_arena.cell.optim import build_optimizer
+from peft_arena.cell.runner import run_cell
+from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import resolve_task
+from peft_arena.measure.metrics import classification_metrics
 from peft_arena.strategies import load_strategies
-from peft_arena.tasks import resolve_task
 
 
 @dataclass

@@ -10,14 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peft_arena import budget
-from peft_arena.budget import ParameterCount
-from peft_arena.matrix import MatrixResult, run_matrix
-from peft_arena.plan import Overrides, build_cells
-from peft_arena.presets import DEFAULT_PRESET, available_presets, load_preset
-from peft_arena.spec import CellSpec
+from peft_arena.config.presets import DEFAULT_PRESET, available_presets, load_preset
+from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import builtin_tasks
+from peft_arena.matrix import budget
+from peft_arena.matrix.budget import ParameterCount
+from peft_arena.matrix.execute import MatrixResult, run_matrix
+from peft_arena.matrix.plan import Overrides, build_cells
 from peft_arena.strategies import load_strategies
-from peft_arena.tasks import builtin_tasks
 
 
 def plan_cells(

@@ -133,8 +133,8 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
     if dry_run:
         console.print(_plan_table(cells, api.plan_parameters(cells, data_dir)))
         return
-    from peft_arena.matrix import run_matrix
-    from peft_arena.trackers import check_available
+    from peft_arena.cell.trackers import check_available
+    from peft_arena.matrix.execute import run_matrix
 
     for name in {c.tracker for c in cells}:
         check_available(name)  # once here, not once per cell process
@@ -150,7 +150,7 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
 
 
 def _plan_table(cells, counts) -> Table:
-    from peft_arena.precision import resolve_precision  # what "auto" means on this machine
+    from peft_arena.cell.precision import resolve_precision  # what "auto" means on this machine
 
     # Few columns and a light frame, so an 80-column terminal still shows whole numbers.
     table = Table(title=f"{len(cells)} cells", box=box.SIMPLE_HEAD)
@@ -218,7 +218,7 @@ def _print_summary(result, results_dir: str) -> None:
               "be shown, such as a pull-request comment (report.html embeds them either way).")
 def report(results_dir: str, out_dir: str | None, confusion: bool, chart_links: bool) -> None:
     """Write the leaderboard (markdown), report.html, CSV and charts, and print the table."""
-    from peft_arena.report import build_report, rich_table
+    from peft_arena.report.build import build_report, rich_table
 
     result = build_report(Path(results_dir), Path(out_dir) if out_dir else None,
                           confusion=confusion, chart_links=chart_links)
@@ -245,7 +245,7 @@ def report(results_dir: str, out_dir: str | None, confusion: bool, chart_links: 
 def compare(base, head, threshold_accuracy, threshold_f1, threshold_time, threshold_memory,
             out_file, fail_on_regression) -> None:
     """Compare two results folders (BASE, then HEAD) cell by cell and flag regressions."""
-    from peft_arena import compare as comparing
+    from peft_arena.report import compare as comparing
 
     thresholds = comparing.Thresholds(accuracy=threshold_accuracy, macro_f1=threshold_f1,
                                       time=threshold_time, memory=threshold_memory)
@@ -289,7 +289,7 @@ def list_command() -> None:
 def export(record: str, out_dir: str, merge: bool) -> None:
     """Export a cell run with --save-model: its adapter in PEFT format, or a merged model,
     with the tokenizer and the label names."""
-    from peft_arena.export import export_model
+    from peft_arena.tools.export import export_model
 
     kind = export_model(record, out_dir, merge=merge)
     console.print(f"wrote {kind} model to {out_dir}")
@@ -310,7 +310,7 @@ def export(record: str, out_dir: str, merge: bool) -> None:
 def predict(model_dir, input_file, out_file, text_column, id_column, with_names,
             batch_size) -> None:
     """Label every text of a file with a trained model."""
-    from peft_arena.predict import predict_file
+    from peft_arena.tools.predict import predict_file
 
     predictions = predict_file(model_dir, input_file, out_file, text_column=text_column,
                                id_column=id_column, with_names=with_names,
@@ -352,8 +352,8 @@ def tune(task, strategy, trials, model, preset, epochs, max_train_samples, max_e
     """Search learning rate, batch size, epochs, weight decay and the strategy's own settings
     on validation accuracy (never the test split), and write the best as a preset."""
     from peft_arena import api
-    from peft_arena.tune import fixed_settings, parse_objectives
-    from peft_arena.tune import tune as run_search
+    from peft_arena.tools.tune import fixed_settings, parse_objectives
+    from peft_arena.tools.tune import tune as run_search
 
     objectives = parse_objectives(objective)
     flags = {"epochs": epochs, "max_train_samples": max_train_samples,

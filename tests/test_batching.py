@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from peft_arena.batching import (
+from peft_arena.cell.batching import (
     Collator,
     LengthGroupedBatchSampler,
     sorted_batches,
     tokenize,
 )
-from peft_arena.modeling import load_tokenizer
+from peft_arena.cell.modeling import load_tokenizer
 
 
 def test_cache_hit_returns_the_same_ids_and_a_change_misses(tiny_bert):

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from peft_arena import cli
-from peft_arena import compare as comparing
 from peft_arena.errors import UserError
+from peft_arena.report import compare as comparing
 from tests.test_report import ACCURACY, SEEDS, TRAIN_S, make_record, write
 
 WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "benchmark.yml"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from peft_arena.runner import run_cell
-from peft_arena.spec import CellSpec
+from peft_arena.cell.runner import run_cell
+from peft_arena.config.spec import CellSpec
 from tests.conftest import SHARED_DATA
 
 pytestmark = [

@@ -18,19 +18,20 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification, RobertaConfig
 
-from peft_arena import api, flops
-from peft_arena.flops import FlopModel, trained_sum_squared_lengths
-from peft_arena.measure import (
+from peft_arena import api
+from peft_arena.cell.modeling import load_model
+from peft_arena.cell.runner import run_cell
+from peft_arena.config.spec import CellSpec
+from peft_arena.measure import flops
+from peft_arena.measure.flops import FlopModel, trained_sum_squared_lengths
+from peft_arena.measure.memory import (
     GpuMemoryPoller,
-    PhaseTimer,
     attribute_processes,
     memory_report,
     weights_bytes,
 )
-from peft_arena.modeling import load_model
-from peft_arena.provenance import environment
-from peft_arena.runner import run_cell
-from peft_arena.spec import CellSpec
+from peft_arena.measure.provenance import environment
+from peft_arena.measure.timing import PhaseTimer
 from peft_arena.strategies import load_strategies
 from tests.conftest import KEYWORDS
 

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from peft_arena.cell.modeling import load_model
+from peft_arena.cell.optim import build_optimizer, is_head_parameter
+from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
-from peft_arena.modeling import load_model
-from peft_arena.optim import build_optimizer, is_head_parameter
-from peft_arena.spec import CellSpec
 from peft_arena.strategies import load_strategies
 
 

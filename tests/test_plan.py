@@ -6,7 +6,7 @@ import pytest
 
 from peft_arena import api
 from peft_arena.errors import UserError
-from peft_arena.plan import parse_value
+from peft_arena.matrix.plan import parse_value
 
 
 def _one(**kwargs):

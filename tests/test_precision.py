@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peft_arena import precision
+from peft_arena.cell import precision
 
 
 @pytest.fixture
@@ -57,7 +57,7 @@ def test_explicit_precision_is_kept(cpu_only, monkeypatch):
 
 
 def test_known_peak_is_measured_once_then_read(monkeypatch, tmp_path):
-    from peft_arena import flops
+    from peft_arena.measure import flops
 
     monkeypatch.setenv("PEFT_ARENA_CACHE", str(tmp_path))
     calls = []

@@ -14,13 +14,16 @@ import pytest
 import torch
 import yaml
 
-from peft_arena import api, cell, cli, store, yamlfile
+from peft_arena import api, cli
+from peft_arena.cell.loop import NonFiniteLoss
+from peft_arena.cell.modeling import load_model
+from peft_arena.cell.runner import run_and_record, run_cell
+from peft_arena.config import yamlfile
+from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
-from peft_arena.loop import NonFiniteLoss
-from peft_arena.matrix import cell_lock, sweep_temp_files
-from peft_arena.modeling import load_model
-from peft_arena.runner import run_and_record, run_cell
-from peft_arena.spec import CellSpec
+from peft_arena.matrix import cell_process as cell
+from peft_arena.matrix.execute import cell_lock, sweep_temp_files
+from peft_arena.records import store
 from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
 
 PACKAGE = Path(__file__).resolve().parents[1] / "peft_arena"

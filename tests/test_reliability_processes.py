@@ -2,8 +2,8 @@
 then the same command again; two runs on one results folder at once.
 
 Cells run on the tiny BERT with a few dozen examples; the fault-injection hook of
-peft_arena.cell (PEFT_ARENA_FAULT) makes a chosen cell fail, or wait to be killed, at a
-chosen phase, and logs the moment (PEFT_ARENA_FAULT_LOG).
+peft_arena.matrix.cell_process (PEFT_ARENA_FAULT) makes a chosen cell fail, or wait to be
+killed, at a chosen phase, and logs the moment (PEFT_ARENA_FAULT_LOG).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from peft_arena import cli, store
-from peft_arena.cell import FAULT_ENV, FAULT_LOG_ENV
+from peft_arena import cli
+from peft_arena.matrix.cell_process import FAULT_ENV, FAULT_LOG_ENV
+from peft_arena.records import store
 from tests.test_reliability import make_custom_code_model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),

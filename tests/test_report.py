@@ -15,13 +15,15 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from peft_arena import breakdown, charts, report, stats, store
-from peft_arena.data import load_task_data
+from peft_arena.cell.data import load_task_data
+from peft_arena.cell.runner import run_cell
+from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
-from peft_arena.metrics import classification_metrics, confidence_summary, per_class_f1
-from peft_arena.runner import run_cell
-from peft_arena.spec import CellSpec
-from peft_arena.tasks import resolve_task
+from peft_arena.measure.metrics import classification_metrics, confidence_summary, per_class_f1
+from peft_arena.records import store
+from peft_arena.report import breakdown, charts, stats
+from peft_arena.report import build as report
 from tests.conftest import KEYWORDS
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -595,7 +597,7 @@ def test_phase_table_shows_recorded_phases_and_dashes_gaps(tmp_path: Path) -> No
 
 
 def test_points_on_top_of_each_other_share_one_label() -> None:
-    from peft_arena.charts import _label_clusters
+    from peft_arena.report.charts import _label_clusters
 
     points = pd.DataFrame({"strategy": ["full", "qlora", "lora"],
                            "cost": [22.7e6, 74_498, 74_498], "accuracy": [0.746, 0.815, 0.816]})

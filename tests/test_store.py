@@ -6,8 +6,14 @@ import json
 
 import pytest
 
-from peft_arena.spec import CellSpec
-from peft_arena.store import SCHEMA_VERSION, iter_records, read_record, record_path, write_record
+from peft_arena.config.spec import CellSpec
+from peft_arena.records.store import (
+    SCHEMA_VERSION,
+    iter_records,
+    read_record,
+    record_path,
+    write_record,
+)
 
 
 def _record(spec: CellSpec) -> dict:

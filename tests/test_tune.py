@@ -7,11 +7,12 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from peft_arena import api, loop, runner
-from peft_arena.budget import count_cell_parameters
+from peft_arena import api
+from peft_arena.cell import loop, runner
 from peft_arena.cli import cli
 from peft_arena.errors import UserError
-from peft_arena.tune import (
+from peft_arena.matrix.budget import count_cell_parameters
+from peft_arena.tools.tune import (
     DefaultsSpace,
     TrialSpace,
     apply_settings,

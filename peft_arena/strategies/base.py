@@ -14,12 +14,12 @@ from typing import Any, ClassVar, Protocol
 import torch
 from peft import PeftConfig, get_peft_model
 
+from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
-from peft_arena.spec import CellSpec
 
 
 class SearchSpace(Protocol):
-    """What a strategy's `search_space` draws values from (peft_arena.tune backs it with an
+    """What a strategy's `search_space` draws values from (peft_arena.tools.tune backs it with an
     Optuna trial). Names are setting names: the drawn values go straight into a preset."""
 
     def float(self, name: str, low: float, high: float, *, log: bool = False) -> float: ...

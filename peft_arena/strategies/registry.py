@@ -6,7 +6,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
-from peft_arena.registry import Registry
+from peft_arena.config.registry import Registry
 
 if TYPE_CHECKING:
     from peft_arena.strategies.base import Strategy

@@ -1,0 +1,159 @@
+"""The training and evaluation loops of a cell, driven through Accelerate.
+
+Strategy hooks are the only place a method's needs enter the loop (`on_step_end`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from peft_arena import progress
+from peft_arena.cell.early_stopping import EarlyStopping
+from peft_arena.cell.modeling import inference_attention
+from peft_arena.measure.metrics import classification_metrics, confidence_summary
+from peft_arena.measure.timing import PhaseTimer
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training diverged: the loss became NaN or infinite."""
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    accuracy: float
+    macro_f1: float
+    samples: int
+    tokens: int
+    # Per example, in loader order: for per-class scores and paired tests between cells.
+    y_true: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
+    y_pred: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=np.int64), repr=False)
+    confidence: dict[str, float] = field(default_factory=dict)  # metrics.confidence_summary
+
+
+@torch.inference_mode()
+def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
+             description: str) -> EvalResult:
+    model.eval()
+    with inference_attention(accelerator.unwrap_model(model)):
+        return _predict_batches(model, loader, accelerator, description)
+
+
+def _predict_batches(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
+                     description: str) -> EvalResult:
+    losses, predictions, references, top_probs, tokens = [], [], [], [], 0
+    for batch in progress.track(loader, description):
+        labels = batch.pop("labels")
+        tokens += int(batch["attention_mask"].sum())
+        logits = model(**batch).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        losses.append(accelerator.gather_for_metrics(loss).cpu())
+        predictions.append(accelerator.gather_for_metrics(logits.argmax(-1)).cpu())
+        references.append(accelerator.gather_for_metrics(labels).cpu())
+        top_probs.append(accelerator.gather_for_metrics(logits.softmax(-1).amax(-1)).cpu())
+    y_true, y_pred = torch.cat(references).numpy(), torch.cat(predictions).numpy()
+    scores = classification_metrics(y_true, y_pred)
+    confidence = confidence_summary(torch.cat(top_probs).numpy(), y_true == y_pred)
+    return EvalResult(loss=float(torch.cat(losses).mean()), samples=len(y_true), tokens=tokens,
+                      y_true=y_true, y_pred=y_pred, confidence=confidence, **scores)
+
+
+EvalCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]
+    samples: int = 0
+    tokens: int = 0
+    # The step of the validation pass whose weights were restored; None without early stopping.
+    best_step: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def final(self) -> dict[str, Any] | None:
+        """The validation pass that matches the weights the model holds after training."""
+        if not self.history:
+            return None
+        if self.best_step is None:
+            return self.history[-1]
+        return next(e for e in self.history if e["step"] == self.best_step)
+
+
+def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, accelerator, spec,
+                 total_steps: int, on_evaluate: EvalCallback | None = None,
+                 timer: PhaseTimer | None = None) -> TrainResult:
+    """Train for `total_steps`, validating every epoch or every `spec.eval_every` steps.
+
+    `on_evaluate` gets each history entry as it is made (it may raise to abandon the run, as a
+    hyper-parameter search does for a hopeless trial). With early stopping, the best pass's
+    trainable weights are back in the model when this returns. Validation passes are timed
+    as the `timer`'s "validate" phase, so the enclosing training phase holds training only.
+    """
+    result = TrainResult(history=[])
+    eval_steps = None if spec.eval_every == "epoch" else int(spec.eval_every)
+    stopper = (EarlyStopping(spec.early_stopping_metric, spec.early_stopping_patience)
+               if spec.early_stopping_patience else None)
+    step, running, batches = 0, 0.0, 0
+
+    def validate(epoch: float) -> bool:
+        """One validation pass into the history; True when early stopping says stop."""
+        nonlocal running, batches
+        with timer.phase("validate") if timer else nullcontext():
+            val = evaluate(model, val_loader, accelerator, "validate")
+        model.train()
+        entry = {"epoch": epoch, "step": step, "train_loss": running / max(batches, 1),
+                 "val_loss": val.loss, "val_accuracy": val.accuracy, "val_macro_f1": val.macro_f1}
+        running, batches = 0.0, 0  # the next entry's train loss covers its own steps only
+        result.history.append(entry)
+        accelerator.log({k: v for k, v in entry.items() if k != "step"}, step=step)
+        if on_evaluate is not None:
+            on_evaluate(entry)
+        return stopper is not None and stopper.update(model, entry)
+
+    epochs = math.ceil(spec.epochs)
+    for epoch in range(epochs):
+        model.train()
+        for batch in progress.track(loader, f"train epoch {epoch + 1}/{epochs}"):
+            if step >= total_steps:  # fractional epochs stop mid-way
+                break
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                raise NonFiniteLoss(f"loss became {loss.item()} at step {step}; "
+                                    f"lower the learning rate")
+            accelerator.backward(loss)
+            if spec.max_grad_norm:
+                accelerator.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            strategy.on_step_end(accelerator.unwrap_model(model), step)
+            optimizer.zero_grad(set_to_none=True)
+            running += loss.item()
+            batches += 1
+            result.samples += batch["labels"].shape[0]
+            result.tokens += int(batch["attention_mask"].sum())
+            if eval_steps and step % eval_steps == 0 and validate(round(step / len(loader), 3)):
+                result.stopped_early = True
+                break
+        if result.stopped_early:
+            break
+        if eval_steps is None and validate(epoch + 1):
+            result.stopped_early = step < total_steps
+            break
+    never_validated = not result.history or result.history[-1]["step"] != step
+    if eval_steps and not result.stopped_early and never_validated:
+        validate(round(step / len(loader), 3))  # the final weights get their own pass
+    if stopper is not None and stopper.best is not None:
+        stopper.restore(model)
+        result.best_step = stopper.best["step"]
+    return result

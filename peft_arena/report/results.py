@@ -1,0 +1,267 @@
+"""Read a results folder: records into one flat row each, plus the per-cell detail that does
+not fit a row (training history, per-class F1, test predictions), and per-strategy summaries.
+
+Reading is tolerant: a record from an older or newer peft-arena, or one a user edited, may
+lack any field; a missing value is NaN (a dash in the reports), never a crash and never a 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from peft_arena.records import store
+
+MIB = 1024**2
+
+# Phases of a cell in the order they run (older records lack some; save_s only when saving).
+PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s", "eval_s",
+          "measure_s", "save_s")
+FRAME_COLUMNS = [
+    "task", "strategy", "seed", "model", "config_hash", "cell_id", "status",
+    "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
+    *PHASES, "total_s", "train_samples_per_s", "train_tokens_per_s", "mfu",
+    "peak_mb", "weights_mb", "memory_source",
+    "confidence_mean", "confidence_above_0_9", "ece",
+    "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
+    "cpu", "gpu", "git_commit",
+]
+# Summary statistic name -> per-record column it is computed from.
+SUMMARY_METRICS = {
+    "accuracy": "accuracy", "macro_f1": "macro_f1", "train_s": "train_s",
+    "total_s": "total_s", "peak_mb": "peak_mb", "throughput": "train_samples_per_s",
+    "tokens_per_s": "train_tokens_per_s", "mfu": "mfu", "weights_mb": "weights_mb",
+    "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
+    **{phase: phase for phase in PHASES if phase != "train_s"},
+}
+SUMMARY_COLUMNS = [
+    "task", "strategy", "base_strategy", "config_hash", "model", "status", "n_seeds",
+    "n_failed", "error_type",
+    *[f"{name}_{stat}" for name in SUMMARY_METRICS for stat in ("mean", "std")],
+    "trainable", "total", "trainable_pct",
+]
+
+
+@dataclass(frozen=True)
+class CellDetail:
+    """What a record holds beyond its flat row."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    per_class_f1: dict[str, float] = field(default_factory=dict)
+    label_names: list[str] | None = None
+    y_true: np.ndarray | None = None  # test labels, in the test split's order
+    y_pred: np.ndarray | None = None
+
+
+@dataclass
+class Results:
+    frame: pd.DataFrame  # one row per record, FRAME_COLUMNS
+    details: dict[str, CellDetail]  # keyed by cell_id
+
+
+# --- tolerant field access --------------------------------------------------------------------
+
+
+def _dig(data: Any, *keys: str) -> Any:
+    """data[k1][k2]..., or None as soon as a level is missing or is not a mapping."""
+    for key in keys:
+        if not isinstance(data, dict):
+            return None
+        data = data.get(key)
+    return data
+
+
+def _number(value: Any) -> float:
+    # A bool is an int to Python, but True where a number belongs is a broken record, not 1.
+    if value is None or isinstance(value, bool):
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _integer(value: Any) -> int | None:
+    number = _number(value)
+    return int(number) if math.isfinite(number) else None
+
+
+def _text(value: Any) -> str | None:
+    """Free-form record values (hardware may be a string, a list or a dict) as one string."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, (list, tuple)):
+        return ", ".join(filter(None, (_text(v) for v in value))) or None
+    if isinstance(value, dict) and "name" in value:
+        return _text(value["name"])
+    return str(value)
+
+
+def _id_part(cell_id: str, index: int) -> str | None:
+    # "<task>__<strategy>__seed<seed>__<hash>": a fallback for specs that lack a field.
+    parts = cell_id.split("__")
+    return parts[index] if len(parts) == 4 else None
+
+
+# --- one record -------------------------------------------------------------------------------
+
+
+def _flatten(record: dict[str, Any]) -> dict[str, Any]:
+    spec = record.get("spec") if isinstance(record.get("spec"), dict) else {}
+    cell_id = record.get("cell_id") if isinstance(record.get("cell_id"), str) else ""
+    error = record.get("error") if isinstance(record.get("error"), dict) else None
+    status = record.get("status")
+    seed_part = _id_part(cell_id, 2) or ""
+    confidence = _dig(record, "metrics", "confidence")
+    return {
+        "task": spec.get("task") or _id_part(cell_id, 0) or "unknown",
+        "strategy": spec.get("strategy") or _id_part(cell_id, 1) or "unknown",
+        "seed": _integer(spec.get("seed", seed_part.removeprefix("seed"))),
+        "model": _text(spec.get("model")),
+        "config_hash": cell_id.rsplit("__", 1)[-1] if "__" in cell_id else "unknown",
+        "cell_id": cell_id or None,
+        "status": status if isinstance(status, str) else ("failed" if error else "ok"),
+        **{k: _number(_dig(record, "metrics", k)) for k in ("accuracy", "macro_f1", "eval_loss")},
+        "trainable": _integer(_dig(record, "params", "trainable")),
+        "total": _integer(_dig(record, "params", "total")),
+        "trainable_pct": _number(_dig(record, "params", "trainable_pct")),
+        **{phase: _number(_dig(record, "time", "phases", phase)) for phase in PHASES},
+        "total_s": _number(_dig(record, "time", "total_s")),
+        "train_samples_per_s": _number(_dig(record, "time", "train_samples_per_s")),
+        "train_tokens_per_s": _number(_dig(record, "time", "train_tokens_per_s")),
+        "mfu": _number(_dig(record, "compute", "mfu")),
+        "peak_mb": _number(_dig(record, "memory", "peak_bytes")) / MIB,
+        "weights_mb": _number(_dig(record, "memory", "weights_bytes")) / MIB,
+        "memory_source": _text(_dig(record, "memory", "source")),
+        "confidence_mean": _number(_dig(confidence, "mean")),
+        "confidence_above_0_9": _number(_dig(confidence, "share_above_0_9")),
+        "ece": _number(_dig(confidence, "ece")),
+        "precision": _text(_dig(record, "environment", "precision") or spec.get("precision")),
+        "max_length": _integer(spec.get("max_length")),
+        "batch_size": _integer(spec.get("batch_size")),
+        **{f"error_{k}": _text(_dig(error, k)) for k in ("type", "message", "phase")},
+        "cpu": _text(_dig(record, "environment", "hardware", "cpu")),
+        "gpu": _text(_dig(record, "environment", "hardware", "gpu")),
+        "git_commit": _text(_dig(record, "environment", "git_commit")),
+    }
+
+
+def _history(value: Any) -> list[dict[str, float]]:
+    entries = value if isinstance(value, list) else []
+    return [{k: _number(v) for k, v in entry.items()} for entry in entries
+            if isinstance(entry, dict)]
+
+
+def _labels(value: Any) -> np.ndarray | None:
+    if not isinstance(value, list) or not value:
+        return None
+    numbers = [_integer(v) for v in value]
+    return None if None in numbers else np.asarray(numbers, dtype=np.int64)
+
+
+def _detail(record: dict[str, Any]) -> CellDetail:
+    scores = _dig(record, "metrics", "per_class_f1")
+    names = _dig(record, "resolved", "label_names")
+    y_true = _labels(_dig(record, "predictions", "y_true"))
+    y_pred = _labels(_dig(record, "predictions", "y_pred"))
+    if y_true is None or y_pred is None or len(y_true) != len(y_pred):
+        y_true = y_pred = None  # half a pair cannot be scored
+    return CellDetail(
+        history=_history(record.get("history")),
+        per_class_f1={str(k): _number(v) for k, v in scores.items()}
+        if isinstance(scores, dict) else {},
+        label_names=[str(n) for n in names] if isinstance(names, list) else None,
+        y_true=y_true, y_pred=y_pred,
+    )
+
+
+# --- a folder ---------------------------------------------------------------------------------
+
+
+def load_results(results_dir: Path) -> Results:
+    """Every record in results_dir/records; unreadable or foreign files are skipped."""
+    rows, details = [], {}
+    for record in store.iter_records(Path(results_dir)):
+        row = _flatten(record)
+        rows.append(row)
+        if row["cell_id"]:
+            details[row["cell_id"]] = _detail(record)
+    # Missing text is NaN, like missing numbers, so the frame equals its own CSV read back.
+    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS).fillna(math.nan)
+    frame = frame.sort_values(["task", "strategy", "config_hash", "seed"], ignore_index=True)
+    return Results(frame, details)
+
+
+def load_frame(results_dir: Path) -> pd.DataFrame:
+    """One row per record in results_dir/records."""
+    return load_results(results_dir).frame
+
+
+# --- summarising ------------------------------------------------------------------------------
+
+
+def strategy_labels(frame: pd.DataFrame) -> pd.Series:
+    """`strategy`, or `strategy@hash` where a task ran the strategy under several configs.
+
+    Different configurations are different experiments: averaging them would hide that.
+    """
+    n_configs = frame.groupby(["task", "strategy"])["config_hash"].transform("nunique")
+    return frame["strategy"].where(n_configs <= 1, frame["strategy"] + "@" + frame["config_hash"])
+
+
+def labelled(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with a `label` column (see strategy_labels)."""
+    if frame.empty:
+        return frame.assign(label=pd.Series(dtype=object))
+    return frame.assign(label=strategy_labels(frame))
+
+
+def _first(values: pd.Series) -> Any:
+    values = values.dropna()
+    return values.iloc[0] if len(values) else math.nan
+
+
+def _status(n_ok: int, n_failed: int) -> str:
+    if n_failed == 0:
+        return "ok"
+    return "failed" if n_ok == 0 else "partial"
+
+
+def _summarise_group(key: tuple[str, str, str], group: pd.DataFrame) -> dict[str, Any]:
+    ok = group[group["status"] == "ok"]
+    failed = group[group["status"] != "ok"]
+    row: dict[str, Any] = {
+        "task": key[0], "strategy": key[1], "base_strategy": group["strategy"].iloc[0],
+        "config_hash": key[2], "model": _first(group["model"]),
+        "status": _status(len(ok), len(failed)), "n_seeds": len(ok), "n_failed": len(failed),
+        "error_type": _first(failed["error_type"]),
+    }
+    # Only successful seeds count: a failed cell has no score, it must not average in as 0.
+    for name, column in SUMMARY_METRICS.items():
+        values = ok[column].astype(float).dropna()
+        row[f"{name}_mean"] = values.mean()
+        row[f"{name}_std"] = values.std(ddof=1)  # sample sd; NaN with a single seed
+    for column in ("trainable", "total", "trainable_pct"):
+        row[column] = _first(ok[column])
+    return row
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per (task, strategy label, config hash), best accuracy first within a task."""
+    if frame.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    groups = labelled(frame).groupby(["task", "label", "config_hash"], sort=True)
+    summary = pd.DataFrame([_summarise_group(k, g) for k, g in groups], columns=SUMMARY_COLUMNS)
+    return sort_summary(summary)
+
+
+def sort_summary(summary: pd.DataFrame) -> pd.DataFrame:
+    return summary.sort_values(
+        ["task", "accuracy_mean", "strategy"], ascending=[True, False, True],
+        na_position="last", ignore_index=True,
+    )

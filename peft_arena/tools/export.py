@@ -1,0 +1,124 @@
+"""Save a cell's trained weights, and export them as a model other tools can load.
+
+A run with `--save-model` keeps RESULTS/models/<cell id>/: the adapter in PEFT format (or, for
+full fine-tuning, the whole model), the tokenizer and `peft_arena.json` (the cell's spec and
+label names). `export` turns that into one of:
+
+    adapter  PEFT adapter + tokenizer. transformers loads it on top of its base model:
+             AutoModelForSequenceClassification.from_pretrained(DIR, id2label=...)
+             (the label names are in DIR/peft_arena.json), or `peft-arena predict`.
+    merged   the adapter folded into the base (`merge_and_unload`): a plain transformers
+             model with id2label in its config; from_pretrained(DIR) needs nothing else.
+
+A QLoRA adapter is merged into a de-quantized full-precision copy of its 4-bit base, never into
+the 4-bit weights: rounding the merged weights back to 4 bits would change the outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate.utils import set_seed
+
+from peft_arena.cell.modeling import load_model, load_tokenizer
+from peft_arena.config.spec import CellSpec
+from peft_arena.errors import UserError
+from peft_arena.records.store import read_record
+from peft_arena.strategies import load_strategies
+
+MODELS_SUBDIR = "models"
+METADATA_FILE = "peft_arena.json"
+ADAPTER_CONFIG = "adapter_config.json"
+
+
+def saved_model_dir(results_dir: Path, cell_id: str) -> Path:
+    return Path(results_dir) / MODELS_SUBDIR / cell_id
+
+
+def save_trained_model(model: torch.nn.Module, tokenizer: Any, spec: CellSpec,
+                       label_names: list[str], folder: Path) -> None:
+    """What export needs later. `save_pretrained` writes only the adapter (and the trained
+    head) for a PEFT model, and the whole model for full fine-tuning."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    kind = "adapter" if (folder / ADAPTER_CONFIG).exists() else "full"
+    write_metadata(folder, spec, label_names, kind)
+
+
+def write_metadata(folder: Path, spec: CellSpec, label_names: list[str], kind: str) -> None:
+    metadata = {"kind": kind, "cell_id": spec.cell_id, "label_names": label_names,
+                "max_length": spec.max_length, "spec": spec.to_dict()}
+    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
+
+
+def read_metadata(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / METADATA_FILE
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"{path} is damaged; export the model again.") from None
+
+
+def load_adapter_model(folder: Path, metadata: dict[str, Any], *,
+                       dequantize: bool = False) -> torch.nn.Module:
+    """The base model loaded as the cell loaded it, with the saved adapter on top.
+
+    With `dequantize`, a quantized base (QLoRA) is turned back into full-precision weights
+    first, so that the adapter can be merged into it.
+    """
+    from peft import PeftModel
+
+    spec = CellSpec.from_dict(metadata["spec"])
+    strategy = load_strategies().get(spec.strategy)(spec)
+    # The cell seeded before loading; seeding again gives any weights the checkpoint lacks
+    # (a head, a pooler) the same initial values, though the adapter normally carries them.
+    set_seed(spec.seed)
+    base = load_model(spec.model, metadata["label_names"], on_gpu=False,
+                      **strategy.load_kwargs(torch.float32))
+    if dequantize and getattr(base, "hf_quantizer", None) is not None:
+        base = base.dequantize()
+    for module in base.modules():
+        # bitsandbytes repacks 4-bit weights for a CPU inference kernel on the first eval-mode
+        # call, which fails for layers narrower than its block size; the cell evaluated in the
+        # training layout too, so keeping it also keeps the outputs the same.
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+    return PeftModel.from_pretrained(base, folder)
+
+
+def export_model(record_file: str | Path, out_dir: str | Path, *, merge: bool = False) -> str:
+    """Export a recorded cell's saved weights to `out_dir`; returns the kind written."""
+    record_file, out = Path(record_file), Path(out_dir)
+    record = read_record(record_file) if record_file.is_file() else None
+    if record is None:
+        raise UserError(f"{record_file} is not a peft-arena record; give a file from "
+                        f"RESULTS/records/.")
+    if record.get("status") != "ok":
+        raise UserError(f"Cell {record['cell_id']} failed; only finished cells can be exported.")
+    saved = saved_model_dir(record_file.parent.parent, record["cell_id"])
+    metadata = read_metadata(saved)
+    if metadata is None:
+        raise UserError(
+            f"No saved weights for cell {record['cell_id']} in {saved}; delete its record and "
+            f"run it again with --save-model."
+        )
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"Output folder {out} is not empty; choose a new --out folder.")
+    spec = CellSpec.from_dict(metadata["spec"])
+    if metadata["kind"] == "full" or not merge:
+        # The saved folder already is the export: a full model, or the adapter as PEFT wrote it.
+        shutil.copytree(saved, out, dirs_exist_ok=True)
+        return metadata["kind"]
+    merged = load_adapter_model(saved, metadata, dequantize=True).merge_and_unload()
+    out.mkdir(parents=True, exist_ok=True)
+    merged.save_pretrained(out)
+    load_tokenizer(str(saved)).save_pretrained(out)
+    write_metadata(out, spec, metadata["label_names"], "merged")
+    return "merged"
