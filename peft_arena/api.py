@@ -17,6 +17,7 @@ from peft_arena.matrix import budget
 from peft_arena.matrix.budget import ParameterCount
 from peft_arena.matrix.execute import MatrixResult, run_matrix
 from peft_arena.matrix.plan import Overrides, build_cells
+from peft_arena.measure.estimate import MemoryEstimate
 from peft_arena.strategies import load_strategies
 
 
@@ -47,6 +48,14 @@ def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
     """Trainable and total parameters of each cell, from the models' configs alone (no
     weights are loaded or allocated). `data_dir` is read only for tasks that name no labels."""
     return budget.plan_parameters(cells, data_dir)
+
+
+def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
+                ) -> list[MemoryEstimate]:
+    """An estimate of each cell's training memory from the models' configs alone: weights by
+    dtype and quantization, gradients and AdamW states, activations with and without gradient
+    checkpointing (peft_arena.measure.estimate says what it counts)."""
+    return budget.plan_memory(cells, data_dir)
 
 
 def run(cells: list[CellSpec], results_dir: str | Path = "results",

@@ -49,7 +49,8 @@ def _train(model_dir, strategy_name, steps=30):
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
-@pytest.mark.parametrize("arch", ["tiny_bert", "tiny_roberta"])
+@pytest.mark.parametrize("arch", ["tiny_bert", "tiny_roberta", "tiny_llama", "tiny_qwen2",
+                                  "tiny_mistral", "tiny_gpt2"])
 def test_strategy_lowers_loss(strategy, arch, request):
     model_dir = request.getfixturevalue(arch)
     model, before, after = _train(model_dir, strategy)

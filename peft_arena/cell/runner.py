@@ -10,6 +10,7 @@ import datetime as dt
 import math
 import traceback
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from transformers import get_scheduler
 
 from peft_arena import progress
 from peft_arena.cell import trackers
+from peft_arena.cell.adapters import upcast_trainable
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -33,12 +35,32 @@ from peft_arena.cell.batching import (
 )
 from peft_arena.cell.data import load_task_data, resolve_data_dir
 from peft_arena.cell.dropout import use_fast_dropout
-from peft_arena.cell.loop import EvalCallback, EvalResult, TrainResult, evaluate, train_epochs
-from peft_arena.cell.modeling import count_parameters, load_model, load_tokenizer
+from peft_arena.cell.loop import (
+    EvalCallback,
+    EvalResult,
+    TrainResult,
+    evaluate,
+    optimizer_steps_per_epoch,
+    train_epochs,
+)
+from peft_arena.cell.memory_tools import (
+    BatchPlan,
+    FallbackLog,
+    base_dtype,
+    enable_gradient_checkpointing,
+    run_with_batch_fallback,
+)
+from peft_arena.cell.modeling import (
+    count_parameters,
+    load_model,
+    load_tokenizer,
+    parameter_numel,
+)
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
+from peft_arena.measure.estimate import estimate_cell_memory
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -50,7 +72,7 @@ from peft_arena.measure.metrics import per_class_f1
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
 from peft_arena.records.store import SCHEMA_VERSION, write_record
-from peft_arena.strategies import load_strategies
+from peft_arena.strategies import Strategy, load_strategies
 from peft_arena.tools.export import save_trained_model, saved_model_dir
 
 
@@ -105,36 +127,47 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
                                           ("test", data.test))}
             train, val, test = (splits[n][0] for n in ("train", "val", "test"))
             pad_id = tokenizer.pad_token_id or 0
-            train_loader = _loader(train, pad_id, LengthGroupedBatchSampler(
-                train.lengths, spec.batch_size, spec.seed))
-            val_loader = _loader(val, pad_id, sorted_batches(val.lengths, spec.eval_batch_size))
             test_batches = sorted_batches(test.lengths, spec.eval_batch_size)
+
+        def train_with(plan: BatchPlan) -> _Training:
+            """Build the model and train it with `plan`; from scratch on every try."""
+            accelerator.free_memory()  # what a try that ran out of memory had prepared
+            accelerator.gradient_accumulation_steps = plan.accumulation_steps
+            train_loader = _loader(train, pad_id, LengthGroupedBatchSampler(
+                train.lengths, plan.batch_size, spec.seed))
+            val_loader = _loader(val, pad_id, sorted_batches(val.lengths, spec.eval_batch_size))
             test_loader = _loader(test, pad_id, test_batches)
-            total_steps = max(1, math.ceil(len(train_loader) * spec.epochs))
+            total_steps = max(1, math.ceil(optimizer_steps_per_epoch(
+                len(train_loader), plan.accumulation_steps) * spec.epochs))
+            with timer.phase("model"):
+                model = _model_to_train(spec, strategy, data.label_names, precision.name,
+                                        on_gpu=on_gpu, pad_token_id=pad_id,
+                                        total_steps=total_steps,
+                                        trust_remote_code=trust_remote_code)
+                trainable, total = count_parameters(model)
+                optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
+                                            spec.head_learning_rate)
+                scheduler = get_scheduler(spec.lr_scheduler, optimizer,
+                                          num_warmup_steps=int(spec.warmup_ratio * total_steps),
+                                          num_training_steps=total_steps)
+                model, optimizer, train_loader, val_loader, test_loader, scheduler = (
+                    accelerator.prepare(model, optimizer, train_loader, val_loader,
+                                        test_loader, scheduler))
+            with timer.phase("train"):
+                trained = train_epochs(model, strategy, optimizer, scheduler, train_loader,
+                                       val_loader, accelerator, spec, total_steps, on_evaluate,
+                                       timer=timer)
+            return _Training(model, test_loader, trained, trainable, total, total_steps)
 
-        with timer.phase("model"):
-            set_seed(spec.seed)  # before the head and the adapters draw their initial weights
-            model = load_model(spec.model, data.label_names, on_gpu=on_gpu,
-                               trust_remote_code=trust_remote_code,
-                               **strategy.load_kwargs(precision.compute_dtype))
-            model = strategy.wrap(model, total_steps)
-            if not on_gpu:
-                use_fast_dropout(model)
-            trainable, total = count_parameters(model)
-            optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
-                                        spec.head_learning_rate)
-            scheduler = get_scheduler(spec.lr_scheduler, optimizer,
-                                      num_warmup_steps=int(spec.warmup_ratio * total_steps),
-                                      num_training_steps=total_steps)
-            model, optimizer, train_loader, val_loader, test_loader, scheduler = (
-                accelerator.prepare(model, optimizer, train_loader, val_loader, test_loader,
-                                    scheduler))
-
-        with timer.phase("train"):
-            trained = train_epochs(model, strategy, optimizer, scheduler, train_loader,
-                                   val_loader, accelerator, spec, total_steps, on_evaluate,
-                                   timer=timer)
-            history, train_samples, train_tokens = trained.history, trained.samples, trained.tokens
+        fallback = FallbackLog()
+        # Only CUDA reports running out of memory as an error one can recover from; on CPU
+        # the kernel ends the process.
+        training = run_with_batch_fallback(
+            train_with, BatchPlan(spec.batch_size, spec.gradient_accumulation_steps),
+            enabled=on_gpu, log=fallback)
+        model, test_loader, trained = training.model, training.test_loader, training.trained
+        trainable, total, total_steps = training.trainable, training.total, training.total_steps
+        history, train_samples, train_tokens = trained.history, trained.samples, trained.tokens
         if not evaluate_test:
             return _training_summary(spec, trained, trainable, total, timer)
         model_dir = None
@@ -193,6 +226,9 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             "eval_tokens_per_s": result.tokens / phases["eval_s"],
         },
         "memory": {**memory, "batch_size": spec.batch_size, "max_length": spec.max_length},
+        "memory_tools": _memory_tools_section(spec, fallback, accelerator, final_model,
+                                              len(data.label_names), on_gpu=on_gpu,
+                                              trust_remote_code=trust_remote_code),
         "compute": compute,
         "history": history,
         "best_step": trained.best_step,
@@ -208,6 +244,61 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
                      "test_loss": result.loss}, step=history[-1]["step"] if history else 0)
     accelerator.end_training()
     return record
+
+
+@dataclass
+class _Training:
+    """What one try of model building and training leaves for evaluation and the record."""
+
+    model: torch.nn.Module
+    test_loader: DataLoader
+    trained: TrainResult
+    trainable: int
+    total: int
+    total_steps: int
+
+
+def _model_to_train(spec: CellSpec, strategy: Strategy, label_names: list[str],
+                    precision_name: str, *, on_gpu: bool, pad_token_id: int, total_steps: int,
+                    trust_remote_code: bool) -> torch.nn.Module:
+    """The loaded model, with the memory tools the spec asks for, wrapped by its strategy."""
+    set_seed(spec.seed)  # before the head and the adapters draw their initial weights
+    dtype = base_dtype(strategy.peft_config_class is not None, precision_name)
+    model = load_model(spec.model, label_names, on_gpu=on_gpu,
+                       trust_remote_code=trust_remote_code, dtype=dtype,
+                       pad_token_id=pad_token_id,
+                       **strategy.load_kwargs(resolve_precision(precision_name).compute_dtype))
+    if spec.gradient_checkpointing:
+        enable_gradient_checkpointing(model)
+    model = strategy.wrap(model, total_steps)
+    upcast_trainable(model)
+    if not on_gpu:
+        use_fast_dropout(model)
+    return model
+
+
+def _memory_tools_section(spec: CellSpec, fallback: FallbackLog, accelerator: Accelerator,
+                          model: torch.nn.Module, num_labels: int, *, on_gpu: bool,
+                          trust_remote_code: bool) -> dict[str, Any]:
+    """The record's `memory_tools`: how the cell's batch was split, what the base was stored
+    in, and the dry run's memory estimate beside the measured figures."""
+    used = fallback.used
+    assert used is not None
+    dtypes = sorted({"nf4" if parameter_numel(p) != p.numel() else
+                     str(p.dtype).removeprefix("torch.")
+                     for p in model.parameters() if not p.requires_grad})
+    estimate = estimate_cell_memory(spec, num_labels, on_gpu=on_gpu,
+                                    batch_size=used.batch_size,
+                                    trust_remote_code=trust_remote_code)
+    return {
+        "batch_size": used.batch_size,
+        "gradient_accumulation_steps": used.accumulation_steps,
+        "effective_batch_size": used.effective * accelerator.num_processes,
+        **fallback.to_dict(),
+        "gradient_checkpointing": spec.gradient_checkpointing,
+        "frozen_dtypes": dtypes,
+        "estimate": estimate.to_dict(),
+    }
 
 
 def _val_metrics(trained: TrainResult) -> dict[str, float | None]:

@@ -7,7 +7,7 @@
     tasks: {imdb: {max_length: 256}}               # per task
     strategies: {lora: {r: 16, learning_rate: 1e-3}}  # per strategy: training or PEFT settings
 
-Named presets live in benchmarks/ (quick, paper); any other YAML file works by path.
+Named presets live in benchmarks/ (quick, paper, llm); any other YAML file works by path.
 """
 
 from __future__ import annotations

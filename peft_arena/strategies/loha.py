@@ -16,10 +16,10 @@ class LoHa(Strategy):
     summary = "Hadamard-product low-rank adapters (r=8, q+v)"
     train_defaults = {"learning_rate": 3e-3}
     peft_config_class = LoHaConfig
-    # LoHa has no per-architecture default targets in PEFT, so name BERT/RoBERTa's attention
-    # projections; other architectures override target_modules.
+    # None: PEFT's per-architecture defaults (query and value on BERT/RoBERTa, q_proj and v_proj
+    # on Llama; see peft_arena/cell/adapters.py).
     peft_defaults = {"r": 8, "alpha": 16, "rank_dropout": 0.0, "module_dropout": 0.0,
-                     "target_modules": ["query", "value"], "modules_to_save": None}
+                     "target_modules": None, "modules_to_save": None}
 
     def search_space(self, space: SearchSpace) -> dict[str, Any]:
         return {
