@@ -49,6 +49,8 @@ def train_tokenizer(texts: Iterable[str], *, add_bos: bool = True,
         backend.post_processor = processors.TemplateProcessing(
             single=f"{specials[0]} $A", special_tokens=[(specials[0], bos_id)])
     names = dict(zip(("bos_token", "eos_token"), specials, strict=False))
+    if len(specials) == 1:  # one token ends (and, where asked, starts) every text
+        names["eos_token"] = specials[0]
     return PreTrainedTokenizerFast(tokenizer_object=backend, **names)
 
 
@@ -79,12 +81,23 @@ def synthetic_texts(n: int = 400) -> list[str]:
 
 
 def save_tiny_decoder(folder: Path, arch: str, texts: Iterable[str] | None = None) -> Path:
-    # GPT-2's tokenizer adds nothing to an encoding; the others start with a BOS token.
+    # GPT-2's and Qwen's tokenizers add nothing to an encoding; Llama's and Mistral's start
+    # with a BOS token. Qwen's end-of-text token doubles as its BOS.
+    specials = ("<|endoftext|>", "<|endoftext|>") if arch == "qwen2" else (BOS, EOS)
     tokenizer = train_tokenizer(texts if texts is not None else synthetic_texts(),
-                                add_bos=arch != "gpt2")
+                                add_bos=arch not in ("gpt2", "qwen2"),
+                                specials=tuple(dict.fromkeys(specials)))
+    if arch == "qwen2":
+        tokenizer.bos_token = None
     folder.mkdir(parents=True, exist_ok=True)
     decoder_model(arch, tokenizer).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    # transformers picks Qwen2Tokenizer for a qwen2 folder, whose defaults would add a pad
+    # and an unknown token; say that there are none.
+    config_file = folder / "tokenizer_config.json"
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    config.update(pad_token=None, unk_token=None)
+    config_file.write_text(json.dumps(config, indent=2), encoding="utf-8")
     return folder
 
 

@@ -117,5 +117,5 @@ def full_precision_module_names(model: torch.nn.Module) -> list[str]:
 
 
 def supports_gradient_checkpointing(config: PretrainedConfig) -> bool:
-    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config))
+    model_class = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING.get(type(config), None)
     return bool(getattr(model_class, "supports_gradient_checkpointing", True))
