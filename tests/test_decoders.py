@@ -26,7 +26,7 @@ STRATEGIES = ["full", "lora", "qlora", "ia3", "adalora", "loha"]
 
 def _spec(model_dir, strategy, synth_task, **settings) -> CellSpec:
     values = {"learning_rate": 1e-2, "epochs": 1, "batch_size": 16, "max_length": 32,
-              "max_train_samples": 64, "max_eval_samples": 30, "precision": "fp32",
+              "max_train_samples": 48, "max_eval_samples": 24, "precision": "fp32",
               **settings}
     return CellSpec(model=str(model_dir), task="synth", strategy=strategy,
                     task_file=str(synth_task), **values)
@@ -62,6 +62,11 @@ def test_padding_to_64_changes_no_logit(arch, request):
 def test_every_strategy_trains_and_evaluates_a_decoder(arch, strategy, request, synth_task,
                                                        data_dir):
     spec = _spec(request.getfixturevalue(arch), strategy, synth_task)
+    if (arch, strategy) == ("tiny_gpt2", "loha"):
+        # A limit of PEFT's, kept visible: LoHa has no adapter for GPT-2's Conv1D layers.
+        with pytest.raises(TypeError, match="Conv1D"):
+            run_cell(spec, data_dir)
+        return
     record = run_cell(spec, data_dir)
     assert record["status"] == "ok"
     assert record["metrics"]["accuracy"] is not None
