@@ -53,6 +53,8 @@ def _train(model_dir, strategy_name, steps=30):
                                   "tiny_mistral", "tiny_gpt2"])
 def test_strategy_lowers_loss(strategy, arch, request):
     model_dir = request.getfixturevalue(arch)
+    if (arch, strategy) == ("tiny_gpt2", "loha"):
+        pytest.skip("PEFT's LoHa has no adapter for GPT-2's Conv1D layers (see test_decoders)")
     model, before, after = _train(model_dir, strategy)
     assert after < before * 0.9, f"{strategy} on {arch}: loss {before:.4f} -> {after:.4f}"
     trainable, total = count_parameters(model)
