@@ -4,10 +4,12 @@ models; methods.yaml entries are checked when they load; plug-ins still register
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from peft_arena import api
 from peft_arena.cell.modeling import count_parameters, load_model, load_tokenizer
@@ -234,6 +236,19 @@ def test_a_file_that_is_not_yaml_fails_in_one_line(tmp_path):
 def test_yaml_learning_rate_written_1e_3_is_a_number():
     cls = build_strategy("mine", {"summary": "x", "learning_rate": "1e-3"}, "m.yaml")
     assert cls.train_defaults == {"learning_rate": 1e-3}
+
+
+def test_the_readme_example_entry_trains(tiny_bert, monkeypatch):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = re.search(r"## Strategies\n.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    [(name, entry)] = yaml.safe_load(example).items()
+    monkeypatch.setattr(registry.strategies, "_items", dict(registry.strategies._items))
+    registry.strategies.add(name, build_strategy(name, entry, "README.md"))
+    model, _, before, after = _train(tiny_bert, name)
+    assert after < before * 0.9
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy=name)
+    assert count_cell_parameters(spec, num_labels=len(KEYWORDS)).trainable == \
+        count_parameters(model)[0]
 
 
 # ---------------------------------------------------------------- plug-ins
