@@ -117,7 +117,7 @@ def _train_defaults(entry: _Entry, parent: type[Strategy]) -> dict[str, Any]:
                    f"{', '.join(sorted(TRAIN_KEYS))}")
     try:  # the checks a cell would make (a rate > 0, ...), now rather than in a cell
         train = {key: coerce_setting(key, value) for key, value in train.items()}
-        CellSpec(model="check", task="check", strategy=entry.name, **train)
+        CellSpec(model="defaults", task="defaults", strategy=entry.name, **train)
     except (TypeError, UserError) as exc:
         entry.fail(f"invalid ({exc})")
     return train
