@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peft_arena.cell.modeling import count_parameters, load_model, load_tokenizer
+from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.config.spec import CellSpec
+from peft_arena.measure.params import count_parameters
 from peft_arena.strategies import load_strategies
 from tests.conftest import KEYWORDS, synthetic_rows
 

@@ -11,7 +11,7 @@ import torch
 from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 
-from peft_arena.cell.optim import HEAD_MODULE_NAMES
+from peft_arena.config.heads import HEAD_MODULE_NAMES
 from peft_arena.strategies.lora import LORA_DEFAULTS, LoRA
 from peft_arena.strategies.registry import strategies
 
