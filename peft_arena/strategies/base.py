@@ -15,7 +15,6 @@ import torch
 from peft import PeftConfig, get_peft_model
 
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
 
 
 class SearchSpace(Protocol):
@@ -94,12 +93,3 @@ class Strategy:
         internal = {"task_type", "peft_type", "auto_mapping", "base_model_name_or_path",
                     "revision", "inference_mode"}
         return {f.name for f in dataclasses.fields(cls.peft_config_class)} - internal
-
-    @classmethod
-    def check_peft_params(cls, params: dict[str, Any]) -> None:
-        unknown = sorted(set(params) - cls.peft_fields())
-        if unknown:
-            allowed = ", ".join(sorted(cls.peft_fields())) or "none (no PEFT config)"
-            raise UserError(
-                f"Unknown setting {cls.name}.{unknown[0]}; settings for {cls.name}: {allowed}."
-            )
