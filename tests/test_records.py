@@ -42,7 +42,7 @@ def test_an_ok_record_holds_every_section_and_nothing_undeclared(trained):
 
 
 def test_a_search_trial_trains_but_never_tests(trained):
-    spec, record, outcome = trained
+    _, record, outcome = trained
     assert "eval_s" not in outcome.phases and "measure_s" not in outcome.phases
     partial = outcome.record()
     assert partial["status"] == "partial" and _undeclared(partial) == []

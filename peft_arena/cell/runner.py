@@ -257,21 +257,22 @@ class Cell:
 
     # ------------------------------------------------------------------ entry points
 
+    def _up_to_training(self, setup: Setup) -> tuple[Inputs, Built, TrainResult]:
+        inputs = self.load_data()
+        built = self.build_model(setup, inputs)
+        return inputs, built, self.train(setup, inputs, built)
+
     def train_only(self) -> TrainingOutcome:
         setup = self.set_up()
         with setup.poller or nullcontext():
-            inputs = self.load_data()
-            built = self.build_model(setup, inputs)
-            trained = self.train(setup, inputs, built)
+            _, built, trained = self._up_to_training(setup)
         return TrainingOutcome(self.spec, trained, built.trainable, built.total,
                                self.timer.total(), self.timer.phases)
 
     def run(self) -> Record:
         setup = self.set_up()
         with setup.poller or nullcontext():
-            inputs = self.load_data()
-            built = self.build_model(setup, inputs)
-            trained = self.train(setup, inputs, built)
+            inputs, built, trained = self._up_to_training(setup)
             model_dir = self.save(setup, inputs, built)
             tested = self.test(setup, built)
             measured = self.measure(setup, inputs, built, trained)
