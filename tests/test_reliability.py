@@ -25,6 +25,7 @@ from peft_arena.matrix import cell_process as cell
 from peft_arena.matrix.execute import SPEC_SUFFIX, cell_lock, sweep_temp_files
 from peft_arena.measure.timing import PhaseTimer
 from peft_arena.records import store
+from peft_arena.records.schema import SCHEMA_VERSION
 from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
 from tests.support import faults
 
@@ -39,7 +40,7 @@ def _tiny_spec(model: Path, task_file: Path, **overrides) -> CellSpec:
 
 
 def _record_for(spec: CellSpec) -> dict:
-    return {"schema_version": store.SCHEMA_VERSION, "cell_id": spec.cell_id, "status": "ok",
+    return {"schema_version": SCHEMA_VERSION, "cell_id": spec.cell_id, "status": "ok",
             "spec": spec.to_dict(), "metrics": {"accuracy": 0.5}, "error": None}
 
 
