@@ -12,10 +12,11 @@ import torch
 import yaml
 
 from peft_arena import api
-from peft_arena.cell.modeling import count_parameters, load_model, load_tokenizer
+from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
 from peft_arena.matrix.budget import count_cell_parameters
+from peft_arena.measure.params import count_parameters
 from peft_arena.strategies import Strategy, load_strategies, registry
 from peft_arena.strategies.base import Choice
 from peft_arena.strategies.methods import build_strategy, register_methods

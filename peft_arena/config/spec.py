@@ -124,6 +124,11 @@ class CellSpec:
         return hashlib.sha256(blob).hexdigest()[:10]
 
     @property
+    def task_source(self) -> str:
+        """What `resolve_task` takes: the task's YAML file when one was given, else its name."""
+        return self.task_file or self.task
+
+    @property
     def cell_id(self) -> str:
         return f"{self.task}__{self.strategy}__seed{self.seed}__{self.config_hash()}"
 

@@ -6,29 +6,12 @@ holds the data it needs (older records lack per-class F1 and confidence).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-
 import pandas as pd
 
+from peft_arena.report import markdown
 from peft_arena.report.results import PHASES, CellDetail
 
-DASH = "—"
 MAX_CLASSES = 10  # beyond this many classes only the worst are listed
-
-
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|")
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(map(_escape, headers)) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(map(_escape, row)) + " |" for row in rows]
-    return lines
-
-
-def _cell(value: float, fmt: Callable[[float], str]) -> str:
-    return fmt(value) if pd.notna(value) and math.isfinite(value) else DASH
 
 
 def per_class_f1(frame: pd.DataFrame, order: list[str],
@@ -59,10 +42,10 @@ def per_class_section(frame: pd.DataFrame, order: list[str],
     shown = table.head(MAX_CLASSES)
     scope = (f"the {MAX_CLASSES} lowest of {n_classes} classes" if n_classes > MAX_CLASSES
              else f"{n_classes} classes")
-    rows = [[str(name), *(_cell(v, "{:.3f}".format) for v in values)]
+    rows = [[str(name), *(markdown.number(v, "{:.3f}".format) for v in values)]
             for name, values in shown.iterrows()]
     return [f"F1 per class on the test split ({scope}, lowest mean F1 first; mean over seeds):",
-            "", *_table(["class", *shown.columns], rows), ""]
+            "", *markdown.table(["class", *shown.columns], rows), ""]
 
 
 def confidence_section(summary: pd.DataFrame) -> list[str]:
@@ -71,13 +54,13 @@ def confidence_section(summary: pd.DataFrame) -> list[str]:
     shown = summary[summary[columns].notna().any(axis=1)]
     if shown.empty:
         return []
-    rows = [[row["strategy"], _cell(row["confidence_mean"], "{:.3f}".format),
-             _cell(row["confident_share_mean"], "{:.1%}".format),
-             _cell(row["ece_mean"], "{:.3f}".format)] for _, row in shown.iterrows()]
+    rows = [[row["strategy"], markdown.number(row["confidence_mean"], "{:.3f}".format),
+             markdown.number(row["confident_share_mean"], "{:.1%}".format),
+             markdown.number(row["ece_mean"], "{:.3f}".format)] for _, row in shown.iterrows()]
     headers = ["strategy", "mean confidence", "share > 0.9", "ECE"]
     return ["Prediction confidence on the test split (the top softmax probability; ECE = "
             "expected calibration error over 10 equal-width bins, 0 = perfectly calibrated; "
-            "means over seeds):", "", *_table(headers, rows), ""]
+            "means over seeds):", "", *markdown.table(headers, rows), ""]
 
 
 def phase_section(summary: pd.DataFrame) -> list[str]:
@@ -86,11 +69,11 @@ def phase_section(summary: pd.DataFrame) -> list[str]:
     present = [phase for phase, key in keys.items() if summary[key].notna().any()]
     if not present or present == ["total_s"]:
         return []
-    rows = [[row["strategy"], *(_cell(row[keys[p]], "{:,.1f}".format) for p in present)]
+    rows = [[row["strategy"], *(markdown.number(row[keys[p]], "{:,.1f}".format) for p in present)]
             for _, row in summary.iterrows() if row["n_seeds"] > 0]
     headers = ["strategy", *(p.removesuffix("_s") for p in present)]
     return ["Time per phase (mean wall-clock seconds over seeds):",
-            "", *_table(headers, rows), ""]
+            "", *markdown.table(headers, rows), ""]
 
 
 def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
@@ -103,4 +86,4 @@ def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
     order = [s for s, n in zip(summary["strategy"], summary["n_seeds"], strict=True) if n > 0]
     parts = [*per_class_section(ok, order, details), *confidence_section(summary),
              *phase_section(summary)]
-    return [f"### {_escape(task)}", "", *parts] if parts else []
+    return [f"### {markdown.escape(task)}", "", *parts] if parts else []

@@ -12,7 +12,7 @@ import torch
 from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 
-from peft_arena.cell.optim import HEAD_MODULE_NAMES
+from peft_arena.config.heads import HEAD_MODULE_NAMES
 from peft_arena.strategies.base import Strategy
 
 # The head must stay out of quantization or PEFT cannot make it trainable: the classification
