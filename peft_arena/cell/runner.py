@@ -33,6 +33,7 @@ from peft_arena.cell.batching import (
 )
 from peft_arena.cell.data import load_task_data, resolve_data_dir
 from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.frozen_weights import frozen_linear_weights_in
 from peft_arena.cell.loop import EvalCallback, EvalResult, TrainResult, evaluate, train_epochs
 from peft_arena.cell.modeling import count_parameters, load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
@@ -130,7 +131,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
                 accelerator.prepare(model, optimizer, train_loader, val_loader, test_loader,
                                     scheduler))
 
-        with timer.phase("train"):
+        with timer.phase("train"), frozen_linear_weights_in(model, precision.compute_dtype):
             trained = train_epochs(model, strategy, optimizer, scheduler, train_loader,
                                    val_loader, accelerator, spec, total_steps, on_evaluate,
                                    timer=timer)
