@@ -153,6 +153,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             compute = compute_report(
                 final_model, train_tokens=train_tokens,
                 sum_squared_lengths=trained_sum_squared_lengths(train.lengths, train_samples),
+                train_sequences=train_samples, batch_size=spec.batch_size,
                 train_seconds=timer.phases["train_s"], device=accelerator.device,
                 dtype=precision.compute_dtype)
     memory = memory_report(poller, model_weights_bytes)  # last: peak RSS is a lifetime figure
