@@ -548,3 +548,31 @@ def test_environment_names_versions_and_threads():
     assert env["versions"]["torch"] == torch.__version__
     assert env["hardware"]["torch_threads"] == torch.get_num_threads()
     assert env["precision"] == "fp32"
+
+
+def test_dirty_check_leaves_the_results_folder_out(tmp_path, monkeypatch):
+    from peft_arena.measure import provenance
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    package = tmp_path / "peft_arena" / "measure"
+    package.mkdir(parents=True)
+    (package / "provenance.py").write_text("code\n")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "record.json").write_text("{}\n")
+    git("init", "-q")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "0")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "1")
+    monkeypatch.setattr(provenance, "__file__", str(package / "provenance.py"))
+
+    def state() -> dict:
+        provenance.git_state.cache_clear()
+        return provenance.git_state()
+
+    (tmp_path / "results" / "record.json").write_text('{"new": 1}\n')
+    assert state()["git_dirty"] is False  # a record written into results/ is output
+    (package / "provenance.py").write_text("changed code\n")
+    assert state()["git_dirty"] is True
+    provenance.git_state.cache_clear()
