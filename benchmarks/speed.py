@@ -219,6 +219,9 @@ def main() -> None:
     data_dir = resolve_data_dir(args.data_dir)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     sides = tuple(side for side in SIDES if side in args.sides.split(","))
+    threads = os.environ.get("OMP_NUM_THREADS")
+    print(f"$ {'OMP_NUM_THREADS=' + threads + ' ' if threads else ''}python "
+          f"{' '.join(sys.argv)}", flush=True)
     print(f"{cpu_model()} ({platform.machine()}), torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads, auto precision {resolve_precision().name}; "
           f"{args.train_samples} train / {args.test_samples} test, {args.epochs:g} epoch(s), "
