@@ -116,7 +116,11 @@ def export_model(record_file: str | Path, out_dir: str | Path, *, merge: bool = 
         # The saved folder already is the export: a full model, or the adapter as PEFT wrote it.
         shutil.copytree(saved, out, dirs_exist_ok=True)
         return metadata["kind"]
-    merged = load_adapter_model(saved, metadata, dequantize=True).merge_and_unload()
+    adapted = load_adapter_model(saved, metadata, dequantize=True)
+    if adapted.active_peft_config.is_prompt_learning:
+        raise UserError(f"Cell {record['cell_id']} trained {spec.strategy}, a learned prompt with "
+                        f"no weights to merge into; export it without --merge.")
+    merged = adapted.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     load_tokenizer(str(saved)).save_pretrained(out)
