@@ -157,7 +157,7 @@ def test_adalora_reallocates_ranks(tiny_bert):
 
 
 def test_only_adalora_reports_a_final_state(tiny_bert):
-    model, _, _ = _train(tiny_bert, "lora", steps=1)
+    model, _, _, _ = _train(tiny_bert, "lora", steps=1)
     spec = CellSpec(model=str(tiny_bert), task="synth", strategy="lora")
     assert load_strategies().get("lora")(spec).final_state(model) is None
 
