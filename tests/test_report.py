@@ -591,3 +591,41 @@ def test_points_on_top_of_each_other_share_one_label() -> None:
                            "cost": [22.7e6, 74_498, 74_498], "accuracy": [0.746, 0.815, 0.816]})
     clusters = _label_clusters(points, "strategy")
     assert [names for names, _, _ in clusters] == [["lora", "qlora"], ["full"]]
+
+
+# --- AdaLoRA ranks and tree state -------------------------------------------------------------
+
+
+def test_adalora_section_shows_where_the_rank_budget_moved(tmp_path: Path) -> None:
+    for seed, (query, value) in enumerate(((14, 2), (12, 4))):
+        record = make_record("banking", "adalora", seed, 0.8)
+        record["strategy_state"] = {
+            "rank_pattern": {"bert.encoder.layer.0.attention.self.query": query,
+                             "bert.encoder.layer.0.attention.self.value": value},
+            "init_r": 12, "target_r": 8, "reallocated": True}
+        write(tmp_path, record)
+    write(tmp_path, make_record("banking", "lora", 0, 0.8))  # no ranks: not in the section
+    loaded = report.load_results(tmp_path)
+    section = "\n".join(breakdown.task_section("banking", report.labelled(loaded.frame),
+                                               report.summarise(loaded.frame), loaded.details))
+    assert "every module started at rank adalora 12" in section
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in section.splitlines() if line.startswith("| ")}
+    assert rows["module"] == "adalora"  # the header: one column per AdaLoRA config
+    assert rows["query"] == "13.0" and rows["value"] == "3.0"  # mean over the two seeds
+    assert rows["total"] == "16"
+
+
+@pytest.mark.parametrize(("flags", "text"), [
+    ((False, False), "(clean tree)"),
+    ((True, False), "(uncommitted changes in the tree for 1 of 2 records)"),
+    ((None, None), "(tree state not recorded)"),
+])
+def test_provenance_line_says_whether_the_tree_was_dirty(tmp_path: Path, flags, text) -> None:
+    for seed, dirty in enumerate(flags):
+        record = make_record("banking", "lora", seed, 0.8)
+        if dirty is not None:
+            record["environment"]["git_dirty"] = dirty
+        write(tmp_path, record)
+    line = report.provenance_line(report.load_results(tmp_path).frame)
+    assert f"git commit: {'a' * 10} {text}" in line

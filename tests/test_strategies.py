@@ -149,6 +149,18 @@ def test_adalora_reallocates_ranks(tiny_bert):
     ranks = [sum(mask) for mask in pattern.values()]
     init_r = model.peft_config["default"].init_r
     assert min(ranks) < init_r, f"no rank was pruned: {ranks}"
+    # The record keeps the final rank of every adapted module, the same ranks PEFT holds.
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="adalora")
+    state = load_strategies().get("adalora")(spec).final_state(model)
+    assert state["reallocated"] and state["init_r"] == init_r
+    assert sorted(state["rank_pattern"].values()) == sorted(ranks)
+    assert "bert.encoder.layer.0.attention.self.query" in state["rank_pattern"]
+
+
+def test_only_adalora_reports_a_final_state(tiny_bert):
+    model, _, _, _ = _train(tiny_bert, "lora", steps=1)
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="lora")
+    assert load_strategies().get("lora")(spec).final_state(model) is None
 
 
 def test_qlora_is_lora_on_a_four_bit_base(tiny_bert):

@@ -37,6 +37,7 @@ from peft_arena.cell.batching import (
 )
 from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.frozen_weights import frozen_linear_weights_in
 from peft_arena.cell.loop import EvalCallback, EvalResult, TrainResult, evaluate, train_epochs
 from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
@@ -222,7 +223,8 @@ class Cell:
                      trainable, total)
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
-        with self.timer.phase("train"):
+        with (self.timer.phase("train"),
+              frozen_linear_weights_in(built.model, setup.precision.compute_dtype)):
             return train_epochs(built.model, setup.strategy, built.optimizer, built.scheduler,
                                 built.loaders["train"], built.loaders["val"], setup.accelerator,
                                 self.spec, inputs.total_steps, self.on_evaluate,
@@ -252,6 +254,7 @@ class Cell:
                     final_model, train_tokens=trained.tokens,
                     sum_squared_lengths=trained_sum_squared_lengths(
                         inputs.splits["train"].lengths, trained.samples),
+                    train_sequences=trained.samples, batch_size=self.spec.batch_size,
                     train_seconds=self.timer.phases["train_s"],
                     device=setup.accelerator.device, dtype=setup.precision.compute_dtype))
 
@@ -288,6 +291,7 @@ class Cell:
                     "max_length": self.spec.max_length},
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
+            strategy_state=setup.strategy.final_state(setup.accelerator.unwrap_model(built.model)),
             artifacts={"model_dir": str(model_dir.relative_to(self.results_dir))
                        if model_dir and self.results_dir else None},
             predictions=_test_predictions(tested, inputs.test_batches),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import traceback
+from typing import Any
 
 from peft_arena.config.spec import CellSpec
 from peft_arena.records.schema import (
@@ -42,12 +43,13 @@ def _head(spec: CellSpec, status: Status) -> Record:
 def ok_record(spec: CellSpec, *, resolved: Resolved, metrics: Metrics, params: Params,
               time: Time, memory: Memory, compute: Compute, history: list[HistoryEntry],
               best_step: int | None, stopped_early: bool, artifacts: Artifacts,
-              predictions: Predictions, environment: Environment, started_at: str) -> Record:
+              predictions: Predictions, strategy_state: dict[str, Any] | None = None,
+              environment: Environment, started_at: str) -> Record:
     return {**_head(spec, "ok"), "resolved": resolved, "metrics": metrics, "params": params,
             "time": time, "memory": memory, "compute": compute, "history": history,
             "best_step": best_step, "stopped_early": stopped_early, "artifacts": artifacts,
-            "predictions": predictions, "error": None, "environment": environment,
-            "started_at": started_at, "finished_at": utc_now()}
+            "strategy_state": strategy_state, "predictions": predictions, "error": None,
+            "environment": environment, "started_at": started_at, "finished_at": utc_now()}
 
 
 def partial_record(spec: CellSpec, *, metrics: Metrics, params: Params, time: Time,

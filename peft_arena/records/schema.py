@@ -83,6 +83,15 @@ class Compute(TypedDict, total=False):
     peak_under_load: bool
     peak_dtype: str
     mfu: float
+    peak_method: str  # how the peak was measured (shape of the matmuls, caching)
+    peaks: dict[str, float]  # precision -> measured peak FLOP/s on this device
+    model_gemm_flops_per_s: float | None  # matmul rate at the model's own linear shapes
+    model_gemm_rows: int
+    mfu_model_gemm: float | None  # MFU against that ceiling
+    datasheet_flops_per_s: float | None  # GPUs: the vendor's dense peak for the precision
+    mfu_datasheet: float | None
+    per_token_flops: float
+    per_sequence_flops: float
     non_embedding_params: int
     trainable_non_embedding_params: int
 
@@ -162,6 +171,9 @@ class Record(TypedDict, total=False):
     best_step: int | None  # the step whose weights were tested (early stopping)
     stopped_early: bool
     artifacts: Artifacts
+    # what the strategy reports about itself after training (AdaLoRA: the final rank per
+    # module, `rank_pattern`, and `initial_rank`); None for strategies with nothing to report
+    strategy_state: dict[str, Any] | None
     predictions: Predictions | None
     error: Error | None
     run_id: str | None  # the matrix run that wrote the record (absent when made elsewhere)

@@ -6,6 +6,8 @@ holds the data it needs (older records lack per-class F1 and confidence).
 
 from __future__ import annotations
 
+import math
+
 import pandas as pd
 
 from peft_arena.report import markdown
@@ -76,6 +78,51 @@ def phase_section(summary: pd.DataFrame) -> list[str]:
             "", *markdown.table(headers, rows), ""]
 
 
+def rank_section(frame: pd.DataFrame, details: dict[str, CellDetail]) -> list[str]:
+    """AdaLoRA's final rank per adapted module (mean over seeds) beside the rank every module
+    started with: where training moved the rank budget.
+
+    frame: the task's successful records, with a `label` column.
+    """
+    ranks: dict[str, list[dict[str, int]]] = {}
+    initial: dict[str, int | None] = {}
+    for cell_id, label in zip(frame["cell_id"], frame["label"], strict=True):
+        detail = details.get(cell_id) if isinstance(cell_id, str) else None
+        if detail is not None and detail.rank_pattern:
+            ranks.setdefault(label, []).append(detail.rank_pattern)
+            initial[label] = detail.initial_rank
+    if not ranks:
+        return []
+    labels = sorted(ranks)
+    means = {label: pd.DataFrame(patterns).mean() for label, patterns in ranks.items()}
+    modules = list(dict.fromkeys(m for label in labels for m in ranks[label][0]))
+    one_place, whole = "{:.1f}".format, "{:.0f}".format
+    prefix = _common_prefix(modules)
+    rows = [[module.removeprefix(prefix),
+             *(markdown.number(means[label].get(module, math.nan), one_place) for label in labels)]
+            for module in modules]
+    rows.append(["total", *(markdown.number(means[label].sum(), whole) for label in labels)])
+    started = ", ".join(
+        f"{label} {initial[label] if initial[label] is not None else markdown.DASH}"
+        for label in labels)
+    return [f"Final rank per adapted module (mean over seeds; every module started at rank "
+            f"{started}): a rank budget moved between modules shows as unequal ranks.", "",
+            *markdown.table(["module", *labels], rows), ""]
+
+
+def _common_prefix(names: list[str]) -> str:
+    """The dotted prefix all names share ('bert.encoder.layer.'), so the table shows the rest."""
+    if len(names) < 2:
+        return ""
+    parts = [name.split(".") for name in names]
+    shared = []
+    for pieces in zip(*parts, strict=False):
+        if len(set(pieces)) > 1:
+            break
+        shared.append(pieces[0])
+    return ".".join(shared) + "." if shared else ""
+
+
 def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
                  details: dict[str, CellDetail]) -> list[str]:
     """All detail of one task, or [] when there is none.
@@ -85,5 +132,5 @@ def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
     ok = frame[(frame["task"] == task) & (frame["status"] == "ok")]
     order = [s for s, n in zip(summary["strategy"], summary["n_seeds"], strict=True) if n > 0]
     parts = [*per_class_section(ok, order, details), *confidence_section(summary),
-             *phase_section(summary)]
+             *rank_section(ok, details), *phase_section(summary)]
     return [f"### {markdown.escape(task)}", "", *parts] if parts else []

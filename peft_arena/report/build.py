@@ -293,12 +293,24 @@ def _short_commit(commit: str) -> str:
     return re.sub(r"\b([0-9a-f]{10})[0-9a-f]{30}\b", r"\1", commit)
 
 
+def _dirty_text(frame: pd.DataFrame) -> str:
+    """Whether the checkout had uncommitted changes (results/ aside) when records were made:
+    a commit alone does not say what code produced them then."""
+    flags = frame["git_dirty"].dropna() if "git_dirty" in frame else pd.Series(dtype=float)
+    if flags.empty:
+        return " (tree state not recorded)"
+    dirty = int((flags > 0).sum())
+    if dirty == 0:
+        return " (clean tree)"
+    return f" (uncommitted changes in the tree for {dirty} of {len(flags)} records)"
+
+
 def provenance_line(frame: pd.DataFrame) -> str:
     """One line saying what produced the numbers: model, precision, hardware, commit."""
     fields = [("model", "model"), ("precision", "precision"), ("CPU", "cpu"), ("GPU", "gpu")]
     parts = [f"{label}: {text}" for label, col in fields if (text := _distinct(frame[col]))]
     if commit := _distinct(frame["git_commit"]):
-        parts.append(f"git commit: {_short_commit(commit)}")
+        parts.append(f"git commit: {_short_commit(commit)}{_dirty_text(frame)}")
     n_failed = int((frame["status"] != "ok").sum())
     parts.append(f"{len(frame)} records ({n_failed} failed)")
     return "Provenance: " + " · ".join(parts)

@@ -39,3 +39,30 @@ class AdaLoRAHooks(Strategy):
 
     def on_step_end(self, model: torch.nn.Module, step: int) -> None:
         model.base_model.update_and_allocate(step)
+
+    def final_state(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The rank each adapted module ended with. PEFT keeps the last allocation as a mask
+        per module's singular values (`rank_pattern`); before the first allocation (a run too
+        short to reach `tinit`) every module still has its initial rank."""
+        config = model.peft_config["default"]
+        pattern = config.rank_pattern
+        if pattern:
+            ranks = {_module_name(name): int(sum(mask)) for name, mask in pattern.items()}
+        else:
+            ranks = {_module_name(name): int(param.shape[0])
+                     for name, param in model.named_parameters() if ".lora_E." in name}
+        return {"rank_pattern": dict(sorted(ranks.items(), key=lambda kv: _natural(kv[0]))),
+                "init_r": config.init_r, "target_r": config.target_r,
+                "reallocated": bool(pattern)}
+
+
+def _module_name(parameter_name: str) -> str:
+    """'base_model.model.bert.encoder.layer.0.attention.self.query.lora_E.default' ->
+    'bert.encoder.layer.0.attention.self.query'."""
+    name = parameter_name.split(".lora_E", 1)[0]
+    return name.removeprefix("base_model.model.")
+
+
+def _natural(name: str) -> list[Any]:
+    # layer.2 before layer.10
+    return [int(part) if part.isdigit() else part for part in name.split(".")]

@@ -90,6 +90,11 @@ class Strategy:
     def on_step_end(self, model: torch.nn.Module, step: int) -> None:
         """Called after each optimizer step, before gradients are cleared."""
 
+    def final_state(self, model: torch.nn.Module) -> dict[str, Any] | None:
+        """What the method decided during training that the record should keep (AdaLoRA's
+        final ranks); None for methods that decide nothing."""
+        return None
+
     # ------------------------------------------------------------------ search
 
     def search_space(self, space: SearchSpace) -> dict[str, Any]:
