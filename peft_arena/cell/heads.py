@@ -14,6 +14,8 @@ full beside the adapters (the head).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -24,33 +26,36 @@ from peft_arena.config.presets import resolve_model_path
 from peft_arena.errors import UserError
 
 
+@contextmanager
+def loading_errors(model: str, what: str) -> Iterator[None]:
+    """Loading failures as one-line UserErrors: a model that wants to run its own code, or one
+    that cannot be found or read. Other errors stay as they are."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise UserError(
+            f"Model {model!r} ships its own Python code, which peft-arena does not run by "
+            f"default; pass --trust-remote-code if you trust its source."
+        ) from None
+    except OSError as exc:
+        raise UserError(
+            f"Could not load {what} {model!r} ({str(exc).splitlines()[0]}); "
+            f"give a local model folder or a Hub id you can reach."
+        ) from None
+
+
 def load_config(model: str, *, trust_remote_code: bool = False, **overrides: Any
                 ) -> PretrainedConfig:
-    try:
-        return AutoConfig.from_pretrained(resolve_model_path(model),
-                                          trust_remote_code=trust_remote_code, **overrides)
-    except ValueError as exc:
-        if "trust_remote_code" in str(exc):
-            raise remote_code_error(model, exc) from None
-        raise _config_error(model, exc) from None
-    except OSError as exc:
-        raise _config_error(model, exc) from None
-
-
-def _config_error(model: str, exc: Exception) -> UserError:
-    return UserError(
-        f"Could not read the config of model {model!r} ({str(exc).splitlines()[0]}); "
-        f"give a folder with a config.json or a Hub id you can reach.")
-
-
-def remote_code_error(model: str, exc: ValueError) -> Exception:
-    """A UserError when the model wants to run its own code; other errors stay as they are."""
-    if "trust_remote_code" not in str(exc):
-        return exc
-    return UserError(
-        f"Model {model!r} ships its own Python code, which peft-arena does not run by default; "
-        f"pass --trust-remote-code if you trust its source."
-    )
+    with loading_errors(model, "the config of model"):
+        try:
+            return AutoConfig.from_pretrained(resolve_model_path(model),
+                                              trust_remote_code=trust_remote_code, **overrides)
+        except ValueError as exc:  # not remote code: a config.json transformers cannot read
+            if "trust_remote_code" in str(exc):
+                raise
+            raise OSError(str(exc)) from None
 
 
 def check_classifiable(model: str, config: PretrainedConfig) -> None:

@@ -21,7 +21,7 @@ from peft_arena.cell.heads import (
     check_classifiable,
     full_precision_module_names,
     load_config,
-    remote_code_error,
+    loading_errors,
     skeleton,
     supports_gradient_checkpointing,
 )
@@ -35,16 +35,9 @@ hf_logging.disable_progress_bar()
 
 
 def load_tokenizer(model: str, *, trust_remote_code: bool = False):
-    path = resolve_model_path(model)
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except ValueError as exc:
-        raise remote_code_error(model, exc) from None
-    except OSError as exc:
-        raise UserError(
-            f"Could not load a tokenizer for model {model!r} ({str(exc).splitlines()[0]}); "
-            f"give a local model folder or a Hub id you can reach."
-        ) from None
+    with loading_errors(model, "a tokenizer for model"):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model),
+                                                  trust_remote_code=trust_remote_code)
     return prepare_padding(tokenizer, model)
 
 
@@ -68,7 +61,7 @@ def load_model(model: str, label_names: list[str], *, on_gpu: bool,
     # On CPU the eager attention kernels train ~2x faster than SDPA's (profiled on MiniLM,
     # bf16: SDPA's backward took 41% of a step); on GPU SDPA wins.
     attention = attention or ("sdpa" if on_gpu else "eager")
-    try:
+    with loading_errors(model, "model"):
         loaded = AutoModelForSequenceClassification.from_pretrained(
             path,
             dtype=dtype,
@@ -81,13 +74,6 @@ def load_model(model: str, label_names: list[str], *, on_gpu: bool,
             use_safetensors=True if _offers_safetensors(path) else None,
             **load_kwargs,
         )
-    except ValueError as exc:
-        raise remote_code_error(model, exc) from None
-    except OSError as exc:
-        raise UserError(
-            f"Could not load model {model!r} ({str(exc).splitlines()[0]}); "
-            f"give a local model folder or a Hub id you can reach."
-        ) from None
     if pad_token_id is None:
         pad_token_id = load_tokenizer(model, trust_remote_code=trust_remote_code).pad_token_id
     match_pad_token(loaded.config, pad_token_id)
@@ -143,20 +129,3 @@ def _offers_safetensors(path: str) -> bool:
     return folder.is_dir() and any(folder.glob("*.safetensors"))  # single file or shards
 
 
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total), with 4-bit weights counted as the unquantized values they hold."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        trainable, total = model.get_nb_trainable_parameters()  # PEFT knows packed 4-bit
-        return int(trainable), int(total)
-    trainable = total = 0
-    for param in model.parameters():
-        count = parameter_numel(param)
-        total += count
-        trainable += count if param.requires_grad else 0
-    return trainable, total
-
-
-def parameter_numel(param: torch.Tensor) -> int:
-    """How many values a parameter holds: a packed 4-bit weight stores two per byte."""
-    count = param.numel()
-    return count * 2 if param.__class__.__name__ == "Params4bit" else count

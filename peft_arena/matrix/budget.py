@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from peft_arena.cell.data import load_task_data, resolve_data_dir
+from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.heads import check_classifiable, load_config, skeleton
-from peft_arena.cell.modeling import count_parameters
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
 from peft_arena.measure.estimate import MemoryEstimate, estimate_cell_memory
+from peft_arena.measure.params import count_parameters
 from peft_arena.strategies import load_strategies
 
 # Parameter counts do not depend on the length of the schedule; strategies whose config needs
@@ -37,14 +37,11 @@ class ParameterCount:
 
 
 def _label_count(spec: CellSpec, data_dir: str | Path | None) -> int:
-    task = resolve_task(spec.task_file or spec.task)
+    task = resolve_task(spec.task_source)
     if task.labels:
         return len(task.labels)
     # The task file names no labels: they come from the training data.
-    data = load_task_data(task, resolve_data_dir(data_dir), val_fraction=spec.val_fraction,
-                          max_train_samples=spec.max_train_samples,
-                          max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
-    return len(data.label_names)
+    return len(load_cell_data(spec, data_dir).label_names)
 
 
 def count_cell_parameters(spec: CellSpec, num_labels: int) -> ParameterCount:
@@ -66,7 +63,7 @@ class _LabelCounts(dict):
         self.data_dir = data_dir
 
     def of(self, spec: CellSpec) -> int:
-        key = spec.task_file or spec.task
+        key = spec.task_source
         if key not in self:
             self[key] = _label_count(spec, self.data_dir)
         return self[key]

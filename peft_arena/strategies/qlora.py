@@ -1,7 +1,8 @@
-"""QLoRA: LoRA on a base model whose linear weights are stored in 4-bit NF4.
+"""QLoRA's hooks: LoRA on a base model whose linear weights are stored in 4-bit NF4.
 
-On CPU this saves memory, not time (weights are de-quantized on the fly). The modules kept out
-of 4-bit (the classification head and any pooler) are read from the model when it loads
+Its settings are the `qlora` entry of methods.yaml, which extends `lora`. On CPU this saves
+memory, not time (weights are de-quantized on the fly). The modules kept out of 4-bit (the
+classification head and any pooler) are read from the model when it loads
 (peft_arena.cell.heads).
 """
 
@@ -12,16 +13,10 @@ from typing import Any
 import torch
 from transformers import BitsAndBytesConfig
 
-from peft_arena.strategies.lora import LORA_DEFAULTS, LoRA
-from peft_arena.strategies.registry import strategies
+from peft_arena.strategies.base import Strategy
 
 
-@strategies.register("qlora")
-class QLoRA(LoRA):
-    name = "qlora"
-    summary = "LoRA on a 4-bit NF4 base (bitsandbytes)"
-    peft_defaults = LORA_DEFAULTS
-
+class QLoRAHooks(Strategy):
     def load_kwargs(self, precision_dtype: torch.dtype) -> dict[str, Any]:
         config = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -44,6 +39,6 @@ class QLoRA(LoRA):
         return super().wrap(model, total_steps)
 
     def wrap_for_counting(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
-        # A 4-bit weight holds as many values as the unquantized one, so the counts are LoRA's
-        # on the unquantized model; nothing is handed to bitsandbytes.
-        return LoRA.wrap(self, model, total_steps)
+        # A 4-bit weight holds as many values as the unquantized one, so the counts are the
+        # plain PEFT wrap's on the unquantized model; nothing is handed to bitsandbytes.
+        return Strategy.wrap(self, model, total_steps)
