@@ -24,7 +24,6 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICA
 
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.errors import UserError
-from peft_arena.strategies.fitting import head_module_names
 
 
 @contextmanager
@@ -87,14 +86,28 @@ def model_skeleton(model: str, num_labels: int = 2, *, trust_remote_code: bool =
     return skeleton(config, trust_remote_code=trust_remote_code)
 
 
+def _has_parameters(module: torch.nn.Module | None) -> bool:
+    return module is not None and next(module.parameters(), None) is not None
+
+
+def head_module_names(model: torch.nn.Module) -> list[str]:
+    """Top-level names of the modules outside the base model that hold parameters (dropout
+    layers hold none): the classification head, in definition order."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if not isinstance(getattr(model, prefix, None), torch.nn.Module):
+        raise UserError(f"{type(model).__name__} has no base model attribute {prefix!r}; "
+                        f"cannot tell its classification head apart.")
+    return [name for name, child in model.named_children()
+            if name != prefix and _has_parameters(child)]
+
+
 def pooler_module_name(model: torch.nn.Module) -> str | None:
     """The full name of a pooler inside the base model (BERT's `bert.pooler`), if any."""
     prefix = getattr(model, "base_model_prefix", "")
     base = getattr(model, prefix, None)
     pooler = getattr(base, "pooler", None) if base is not None else None
-    if not isinstance(pooler, torch.nn.Module) or next(pooler.parameters(), None) is None:
-        return None
-    return f"{prefix}.pooler"
+    return f"{prefix}.pooler" if isinstance(pooler, torch.nn.Module) \
+        and _has_parameters(pooler) else None
 
 
 def full_precision_module_names(model: torch.nn.Module) -> list[str]:

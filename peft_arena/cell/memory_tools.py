@@ -95,12 +95,3 @@ def run_with_batch_fallback(train: Callable[[BatchPlan], T], plan: BatchPlan, *,
         return train(log.used)
 
     return attempt()
-
-
-def upcast_trainable(model: torch.nn.Module) -> None:
-    """Keep trainable weights in fp32 over a bf16 base: AdamW updates far smaller than a
-    bf16 weight's resolution would be lost. PEFT does this for adapter weights; the head's
-    trainable copy keeps the base's dtype otherwise."""
-    for param in model.parameters():
-        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
-            param.data = param.data.float()

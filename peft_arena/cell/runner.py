@@ -27,6 +27,7 @@ from transformers import get_scheduler
 
 from peft_arena import progress
 from peft_arena.cell import trackers
+from peft_arena.cell.adapters import upcast_trainable
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -46,20 +47,19 @@ from peft_arena.cell.loop import (
     optimizer_steps_per_epoch,
     train_epochs,
 )
-from peft_arena.cell.memory_estimate import estimate_cell_memory
 from peft_arena.cell.memory_tools import (
     BatchPlan,
     FallbackLog,
     base_dtype,
     enable_gradient_checkpointing,
     run_with_batch_fallback,
-    upcast_trainable,
 )
 from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import Precision, resolve_precision
 from peft_arena.cell.saving import save_trained_model, saved_model_dir
 from peft_arena.config.spec import CellSpec
+from peft_arena.measure.estimate import estimate_cell_memory
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -123,7 +123,6 @@ class Measured:
     adapter_bytes: int
     weights_bytes: int
     compute: dict[str, Any]
-    memory_tools: dict[str, Any]
 
 
 @dataclass
@@ -297,8 +296,7 @@ class Cell:
                         inputs.splits["train"].lengths, trained.samples),
                     train_sequences=trained.samples, batch_size=self.spec.batch_size,
                     train_seconds=self.timer.phases["train_s"],
-                    device=setup.accelerator.device, dtype=setup.precision.compute_dtype),
-                self._memory_tools(setup, inputs, built))
+                    device=setup.accelerator.device, dtype=setup.precision.compute_dtype))
 
     # ------------------------------------------------------------------ entry points
 
@@ -342,7 +340,7 @@ class Cell:
             time=self._time(trained, tested),
             memory={**memory, "batch_size": self.spec.batch_size,
                     "max_length": self.spec.max_length},
-            memory_tools=measured.memory_tools,
+            memory_tools=self._memory_tools(setup, inputs, built),
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
             strategy_state=setup.strategy.final_state(setup.accelerator.unwrap_model(built.model)),

@@ -15,10 +15,9 @@ import torch
 
 from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.heads import check_classifiable, load_config, skeleton
-from peft_arena.cell.memory_estimate import estimate_cell_memory
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
-from peft_arena.measure.estimate import MemoryEstimate
+from peft_arena.measure.estimate import MemoryEstimate, estimate_cell_memory
 from peft_arena.measure.params import count_parameters
 from peft_arena.strategies import load_strategies
 

@@ -1,5 +1,4 @@
-"""An estimate of a cell's training memory, from the model's config alone (no weights); the
-cell layer's `peft_arena.cell.memory_estimate` applies it to a cell.
+"""An estimate of a cell's training memory, from the model's config alone (no weights).
 
     weights      every parameter and buffer as the cell stores it: fp32 where it trains,
                  the frozen base in bf16 in bf16 runs of a PEFT strategy (fp32 otherwise),
@@ -35,7 +34,16 @@ from typing import Any
 
 import torch
 
-GATED_MLP_NAMES = ("gate_proj", "gate_up_proj", "w1")  # a module so named: a gated MLP
+from peft_arena.cell.heads import check_classifiable, full_precision_module_names, load_config
+from peft_arena.cell.heads import skeleton as build_skeleton
+from peft_arena.cell.memory_tools import base_dtype
+from peft_arena.cell.precision import resolve_precision
+from peft_arena.config.spec import CellSpec
+from peft_arena.strategies import load_strategies
+
+# Parameter shapes do not depend on the schedule; AdaLoRA only needs a valid step count.
+_COUNTING_STEPS = 100
+_GATED_MLP_NAMES = ("gate_proj", "gate_up_proj", "w1")
 
 
 @dataclass(frozen=True)
@@ -65,14 +73,14 @@ def nf4_bytes_per_value(double_quant: bool) -> float:
     return 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
 
 
-def quantized_weights(model: torch.nn.Module, skip: list[str]) -> set[int]:
+def _quantized_weights(model: torch.nn.Module, skip: list[str]) -> set[int]:
     """ids of the weights a 4-bit load quantizes: every linear layer outside `skip`."""
     return {id(module.weight) for name, module in model.named_modules()
             if isinstance(module, torch.nn.Linear)
             and not any(name == s or name.startswith(f"{s}.") for s in skip)}
 
 
-def stored_weights_bytes(model: torch.nn.Module, quantized: set[int], nf4_bytes: float,
+def _weights_bytes(model: torch.nn.Module, quantized: set[int], nf4_bytes: float,
                    frozen_bytes: int) -> int:
     total = 0.0
     for param in model.parameters():
@@ -103,3 +111,50 @@ def activation_bytes(config: Any, *, batch_size: int, length: int, element_bytes
     outside_layers = 2 * tokens * hidden  # the embedding output and the final norm's input
     kept = layers * tokens * hidden + per_layer if checkpointed else layers * per_layer
     return (kept + outside_layers) * element_bytes
+
+
+def estimate_cell_memory(spec: CellSpec, num_labels: int, *, on_gpu: bool | None = None,
+                         batch_size: int | None = None,
+                         trust_remote_code: bool = False) -> MemoryEstimate:
+    """The estimate for one cell, built on the meta device from the model's config.
+
+    `batch_size`: the batch of one forward pass (default: the spec's; a cell that fell back
+    to a smaller one passes that). `on_gpu` decides the attention kernel (default: whether
+    this machine has CUDA).
+    """
+    on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    strategy = load_strategies().get(spec.strategy)(spec)
+    precision = resolve_precision(spec.precision)
+    config = load_config(spec.model, trust_remote_code=trust_remote_code, num_labels=num_labels)
+    check_classifiable(spec.model, config)
+    quantization = strategy.load_kwargs(precision.compute_dtype).get("quantization_config")
+    quantized: set[int] = set()
+    double_quant = False
+    # Built and wrapped in one meta-device context: AdaLoRA's buffers stay frozen then.
+    with torch.device("meta"):
+        model = build_skeleton(config, trust_remote_code=trust_remote_code)
+        if getattr(quantization, "load_in_4bit", False):
+            quantized = _quantized_weights(model, full_precision_module_names(model))
+            double_quant = bool(quantization.bnb_4bit_use_double_quant)
+        gated = any(name.endswith(_GATED_MLP_NAMES) for name, _ in model.named_modules())
+        model = strategy.wrap_for_counting(model, _COUNTING_STEPS)
+    frozen = base_dtype(strategy.peft_config_class is not None, precision.name)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    mixed = precision.name != "fp32"
+    element_bytes = 2 if mixed else 4
+    activations = {
+        checkpointed: activation_bytes(
+            config, batch_size=batch_size or spec.batch_size, length=spec.max_length,
+            element_bytes=element_bytes, gated_mlp=gated, eager_attention=not on_gpu,
+            checkpointed=checkpointed)
+        for checkpointed in (False, True)}
+    return MemoryEstimate(
+        weights_bytes=_weights_bytes(model, quantized, nf4_bytes_per_value(double_quant),
+                                     torch.tensor([], dtype=frozen).element_size()),
+        gradients_bytes=4 * trainable,
+        optimizer_bytes=8 * trainable,
+        autocast_bytes=2 * trainable if mixed else 0,
+        activations_bytes=activations[False],
+        activations_checkpointed_bytes=activations[True],
+        gradient_checkpointing=spec.gradient_checkpointing,
+    )

@@ -1,5 +1,4 @@
-"""Fit a strategy's PEFT config to the model it wraps: what a strategy needs to know of the
-model, read from the model itself.
+"""Fit a strategy's PEFT config to the model it wraps.
 
 - Unset target modules become PEFT's own defaults for the model type (LoRA q_proj and v_proj
   on Llama, query and value on BERT; IA3 k_proj, v_proj and down_proj on Llama, with down_proj
@@ -18,6 +17,7 @@ import torch
 from peft import PeftConfig
 from peft.utils import constants
 
+from peft_arena.cell.heads import head_module_names
 from peft_arena.errors import UserError
 
 # PEFT adds these to modules_to_save of every sequence-classification model itself.
@@ -27,27 +27,6 @@ _LORA_FAMILY = ("LORA", "ADALORA", "LOHA", "LOKR")
 
 def _defaults_table(peft_type: str, kind: str = "TARGET") -> dict[str, list[str]]:
     return getattr(constants, f"TRANSFORMERS_MODELS_TO_{peft_type}_{kind}_MODULES_MAPPING", {})
-
-
-def _has_parameters(module: torch.nn.Module | None) -> bool:
-    return module is not None and next(module.parameters(), None) is not None
-
-
-def head_module_names(model: torch.nn.Module) -> list[str]:
-    """Top-level names of the modules outside the base model that hold parameters (dropout
-    layers hold none): the classification head, in definition order.
-
-    transformers builds every `...ForSequenceClassification` model as a base model (the
-    attribute named by `base_model_prefix`: `bert`, `roberta`, `model`, `transformer`, ...)
-    plus head modules beside it (`classifier`; `pre_classifier` + `classifier` on DistilBERT;
-    `score` on decoders; `pooler` + `classifier` on DeBERTa), whatever they are called.
-    """
-    prefix = getattr(model, "base_model_prefix", "")
-    if not isinstance(getattr(model, prefix, None), torch.nn.Module):
-        raise UserError(f"{type(model).__name__} has no base model attribute {prefix!r}; "
-                        f"cannot tell its classification head apart.")
-    return [name for name, child in model.named_children()
-            if name != prefix and _has_parameters(child)]
 
 
 def default_target_modules(peft_type: str, model_type: str) -> list[str] | None:
@@ -81,3 +60,12 @@ def fit_to_model(config: PeftConfig, model: torch.nn.Module, strategy: str) -> P
         if extra:
             config.modules_to_save = kept + extra
     return config
+
+
+def upcast_trainable(model: torch.nn.Module) -> None:
+    """Keep trainable weights in fp32 over a bf16 base: AdamW updates far smaller than a
+    bf16 weight's resolution would be lost. PEFT does this for adapter weights; the head's
+    trainable copy keeps the base's dtype otherwise."""
+    for param in model.parameters():
+        if param.requires_grad and param.dtype in (torch.bfloat16, torch.float16):
+            param.data = param.data.float()
