@@ -32,12 +32,11 @@ import torch
 from transformers import Trainer, TrainingArguments
 
 from peft_arena import api
-from peft_arena.cell.data import load_task_data, resolve_data_dir
+from peft_arena.cell.data import load_cell_data, resolve_data_dir
 from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.runner import run_cell
 from peft_arena.config.spec import CellSpec
-from peft_arena.config.tasks import resolve_task
 from peft_arena.measure.metrics import classification_metrics
 from peft_arena.strategies import load_strategies
 
@@ -64,9 +63,7 @@ class _Encoded(torch.utils.data.Dataset):
 
 def run_recipe(spec: CellSpec, data_dir, padded_length: int) -> Outcome:
     """The usual recipe, timed from raw texts (already split, as in peft-arena) to metrics."""
-    data = load_task_data(resolve_task(spec.task), data_dir, val_fraction=spec.val_fraction,
-                          max_train_samples=spec.max_train_samples,
-                          max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
+    data = load_cell_data(spec, data_dir)
     began = time.perf_counter()
     tokenizer = load_tokenizer(spec.model)
 

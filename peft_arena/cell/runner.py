@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from peft_arena import progress
-from peft_arena.cell import trackers
+from peft_arena.cell import hygiene, trackers
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -31,14 +31,13 @@ from peft_arena.cell.batching import (
     sorted_batches,
     tokenize,
 )
-from peft_arena.cell.data import load_task_data, resolve_data_dir
+from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.dropout import use_fast_dropout
 from peft_arena.cell.loop import EvalCallback, EvalResult, TrainResult, evaluate, train_epochs
 from peft_arena.cell.modeling import count_parameters, load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec
-from peft_arena.config.tasks import resolve_task
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -94,10 +93,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
         strategy = load_strategies().get(spec.strategy)(spec)
     with poller or nullcontext():
         with timer.phase("data"), progress.status(f"loading {spec.task} data"):
-            task = resolve_task(spec.task_file or spec.task)
-            data = load_task_data(task, resolve_data_dir(data_dir), val_fraction=spec.val_fraction,
-                                  max_train_samples=spec.max_train_samples,
-                                  max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
+            data = load_cell_data(spec, data_dir)
         with timer.phase("tokenize"), progress.status("tokenizing"):
             tokenizer = load_tokenizer(spec.model, trust_remote_code=trust_remote_code)
             splits = {name: tokenize(split.texts, split.labels, tokenizer, spec.max_length)
@@ -174,6 +170,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             "data_fingerprint": {n: s.fingerprint() for n, s in (("train", train), ("val", val),
                                                                   ("test", test))},
         },
+        "data_hygiene": hygiene.record_section(data),
         "metrics": {"accuracy": result.accuracy, "macro_f1": result.macro_f1,
                     "eval_loss": result.loss,
                     # The pass whose weights were tested: the best one under early stopping.

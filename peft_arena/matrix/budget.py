@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from peft_arena.cell.data import load_task_data, resolve_data_dir
+from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.modeling import count_parameters
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
@@ -42,10 +42,7 @@ def _label_count(spec: CellSpec, data_dir: str | Path | None) -> int:
     if task.labels:
         return len(task.labels)
     # The task file names no labels: they come from the training data.
-    data = load_task_data(task, resolve_data_dir(data_dir), val_fraction=spec.val_fraction,
-                          max_train_samples=spec.max_train_samples,
-                          max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
-    return len(data.label_names)
+    return len(load_cell_data(spec, data_dir).label_names)
 
 
 def _config(model: str, num_labels: int):

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peft_arena.cell.data import load_task_data, resolve_data_dir
+from peft_arena.cell.data import load_cell_data, resolve_data_dir
 from peft_arena.cell.runner import failed_record
 from peft_arena.config.spec import CellSpec
-from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
 from peft_arena.records.store import (
     TEMP_SUFFIX,
@@ -98,15 +97,14 @@ def new_run_id() -> str:
 def preflight(cells: list[CellSpec], data_dir: str | Path | None) -> None:
     """Load each task's data once before any training, so a bad file fails the command at
     once, in one line, instead of failing every cell of that task."""
-    seen: set[str] = set()
-    folder = resolve_data_dir(data_dir)
+    seen: set[tuple] = set()
     for spec in cells:
-        if spec.task in seen:
+        # The data settings decide which rows are bad enough to stop the run.
+        key = (spec.task_file or spec.task, spec.on_bad_rows, spec.drop_test_leaks)
+        if key in seen:
             continue
-        seen.add(spec.task)
-        load_task_data(resolve_task(spec.task_file or spec.task), folder,
-                       val_fraction=spec.val_fraction, max_train_samples=spec.max_train_samples,
-                       max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
+        seen.add(key)
+        load_cell_data(spec, data_dir)
 
 
 def _lock_dir(results_dir: Path) -> Path:

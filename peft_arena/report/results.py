@@ -56,6 +56,7 @@ class CellDetail:
     label_names: list[str] | None = None
     y_true: np.ndarray | None = None  # test labels, in the test split's order
     y_pred: np.ndarray | None = None
+    data_hygiene: dict[str, Any] | None = None  # the record's section, as written
 
 
 @dataclass
@@ -177,6 +178,7 @@ def _detail(record: dict[str, Any]) -> CellDetail:
         if isinstance(scores, dict) else {},
         label_names=[str(n) for n in names] if isinstance(names, list) else None,
         y_true=y_true, y_pred=y_pred,
+        data_hygiene=hygiene if isinstance(hygiene := record.get("data_hygiene"), dict) else None,
     )
 
 
