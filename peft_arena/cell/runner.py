@@ -94,6 +94,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
     with poller or nullcontext():
         with timer.phase("data"), progress.status(f"loading {spec.task} data"):
             data = load_cell_data(spec, data_dir)
+            data_hygiene = hygiene.record_section(data)
         with timer.phase("tokenize"), progress.status("tokenizing"):
             tokenizer = load_tokenizer(spec.model, trust_remote_code=trust_remote_code)
             splits = {name: tokenize(split.texts, split.labels, tokenizer, spec.max_length)
@@ -170,7 +171,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             "data_fingerprint": {n: s.fingerprint() for n, s in (("train", train), ("val", val),
                                                                   ("test", test))},
         },
-        "data_hygiene": hygiene.record_section(data),
+        "data_hygiene": data_hygiene,
         "metrics": {"accuracy": result.accuracy, "macro_f1": result.macro_f1,
                     "eval_loss": result.loss,
                     # The pass whose weights were tested: the best one under early stopping.

@@ -143,16 +143,18 @@ def _hygiene_sections(frame: pd.DataFrame, details: dict[str, CellDetail]) -> li
 
 
 def leak_note(frame: pd.DataFrame, details: dict[str, CellDetail]) -> list[str]:
-    """A warning under a task's table when its cells were tested on rows whose text is also
-    in the training file. frame: the task's successful records."""
+    """A warning under a task's table when its cells were tested on a split that keeps rows
+    whose text is also in the training file. frame: the task's successful records."""
     for section in _hygiene_sections(frame, details):
         if section.get("test_leaks_into_train") is True:
             test = (section.get("full") or {}).get("test") or {}
             leaked, rows = test.get("in_train"), test.get("rows")
             share = f" ({leaked / rows:.2%})" if isinstance(leaked, int) and rows else ""
             return [f"⚠ **Test split leaks into train**: {_count(leaked)} of {_count(rows)} test "
-                    f"rows{share} have the text of a training row, and the test scores include "
-                    f"them (the task setting `drop_test_leaks: true` drops them).", ""]
+                    f"rows{share} have the text of a training row and stayed in the test split "
+                    f"(`drop_test_leaks: true` in the task file, or `--set "
+                    f"drop_test_leaks=true`, drops them); Details show the rows each cell used.",
+                    ""]
     return []
 
 
