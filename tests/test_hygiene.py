@@ -91,6 +91,24 @@ def test_a_null_label_does_not_make_the_other_labels_floats(tmp_path):
         _load(_task(tmp_path, "jsonl", text))
 
 
+def test_parquet_gaps_are_bad_rows_and_keep_the_other_labels_integers(tmp_path):
+    import pandas as pd
+
+    frame = pd.DataFrame({"text": [r["text"] for r in GOOD] + [None, "apple"],
+                          "label": pd.array([r["label"] for r in GOOD] + [0, None],
+                                            dtype="Int64")})
+    frame.to_parquet(tmp_path / "train.parquet")
+    frame.iloc[:12].to_parquet(tmp_path / "test.parquet")
+    (tmp_path / "t.yaml").write_text("name: t\ntrain_file: train.parquet\n"
+                                     "test_file: test.parquet\n")
+    with pytest.raises(UserError, match=r"empty or whitespace-only text in 1 row \(61\); "
+                                        r"no label in 1 row \(62\)\."):
+        _load(tmp_path / "t.yaml")
+    data = _load(tmp_path / "t.yaml", on_bad_rows="drop")
+    assert data.label_names == ["0", "1", "2"]
+    assert data.loaded.dropped["train"] == {"empty_text": 1, "missing_label": 1}
+
+
 def test_an_unknown_label_name_and_many_bad_rows_are_summarised(tmp_path):
     rows = [{"text": r["text"], "label": KEYWORDS[r["label"]]} for r in GOOD]
     bad = [{"text": f"row {i}", "label": "banana"} for i in range(7)]
