@@ -104,9 +104,9 @@ def test_parquet_gaps_are_bad_rows_and_keep_the_other_labels_integers(tmp_path):
     with pytest.raises(UserError, match=r"empty or whitespace-only text in 1 row \(61\); "
                                         r"no label in 1 row \(62\)\."):
         _load(tmp_path / "t.yaml")
-    data = _load(tmp_path / "t.yaml", on_bad_rows="drop")
+    data = _load(tmp_path / "t.yaml", on_bad_rows="drop", data_hygiene=True)
     assert data.label_names == ["0", "1", "2"]
-    assert data.loaded.dropped["train"] == {"empty_text": 1, "missing_label": 1}
+    assert data.hygiene["dropped"]["train"] == {"empty_text": 1, "missing_label": 1}
 
 
 def test_an_unknown_label_name_and_many_bad_rows_are_summarised(tmp_path):
@@ -133,12 +133,12 @@ def test_on_bad_rows_drop_drops_and_counts_them(tmp_path):
              '{"text": "  ", "label": null}']  # blank text and no label: counted once
     text = _jsonl(GOOD) + "\n".join(extra) + "\n"
     task = _task(tmp_path, "jsonl", text, settings="on_bad_rows: drop\n")
-    data = _load(task)
+    data = _load(task, data_hygiene=True)
     assert len(data.train) + len(data.val) == len(GOOD)
-    assert data.loaded.dropped == {"train": {"empty_text": 2, "missing_label": 1,
+    assert data.hygiene["dropped"] == {"train": {"empty_text": 2, "missing_label": 1,
                                              "float_label": 1, "label_out_of_range": 1},
                                    "test": {}}
-    assert hygiene.record_section(data)["on_bad_rows"] == "drop"
+    assert data.hygiene["on_bad_rows"] == "drop"
     # A run's setting overrides the task file's, both ways.
     with pytest.raises(UserError, match="5 rows cannot be used"):
         _load(task, on_bad_rows="error")
@@ -182,8 +182,8 @@ def _fixture_task(tmp_path: Path, settings: str = "") -> Path:
 
 
 def test_hygiene_counts_on_known_duplicates_and_leaks(tmp_path):
-    data = _load(_fixture_task(tmp_path), val_fraction=0.3, seed=0)
-    section = hygiene.record_section(data)
+    data = _load(_fixture_task(tmp_path), val_fraction=0.3, seed=0, data_hygiene=True)
+    section = data.hygiene
     assert section["full"] == {"train": {"rows": 11, "duplicates": 3},
                                "test": {"rows": 4, "duplicates": 1, "in_train": 2}}
     assert section["test_leaks_into_train"] is True
@@ -210,9 +210,10 @@ def test_validation_rows_are_counted_on_text_not_on_row(tmp_path):
 
 
 def test_drop_test_leaks_drops_them_and_says_so(tmp_path):
-    data = _load(_fixture_task(tmp_path, "drop_test_leaks: true\n"), val_fraction=0.3)
+    data = _load(_fixture_task(tmp_path, "drop_test_leaks: true\n"), val_fraction=0.3,
+                 data_hygiene=True)
     assert data.test.texts == ["apple new", "apple new"]
-    section = hygiene.record_section(data)
+    section = data.hygiene
     assert section["dropped"]["test"] == {"in_train": 2}
     assert section["full"]["test"]["in_train"] == 2  # the files as they are
     assert section["used"]["test"] == {"rows": 2, "duplicates": 1, "in_train": 0}

@@ -9,7 +9,7 @@ Local layout, for `--data-dir DIR` or the PEFT_ARENA_DATA_DIR environment variab
 Checks: a row that cannot be used (empty text, a missing, float or unknown label) stops the
 load with the file, the count and the first row numbers, unless the task's `on_bad_rows` is
 `drop`; with `drop_test_leaks` the test rows whose text is also in train are dropped (see
-config/tasks.py). `TaskData.loaded` keeps what the record's data-hygiene section needs.
+config/tasks.py). On request, `TaskData.hygiene` holds the record's data-hygiene section.
 
 Splits: a validation split is carved from train (seeded, stratified); the test split is kept
 whole for the final evaluation. Subsets are seeded and stratified by class.
@@ -49,7 +49,8 @@ class Split:
 
 @dataclass
 class Loaded:
-    """The task's splits as loaded, before subsetting: what the data-hygiene record reports."""
+    """The task's splits as loaded, before subsetting: what the data-hygiene section reports
+    beside the rows used."""
 
     train_texts: list[str]  # after dropping bad rows
     test_texts: list[str]  # after dropping bad rows, before dropping leaked rows
@@ -64,7 +65,8 @@ class TaskData:
     val: Split
     test: Split
     label_names: list[str]
-    loaded: Loaded | None = field(default=None, compare=False)
+    # The record's data-hygiene section (see cell/hygiene.py), when asked for.
+    hygiene: dict[str, Any] | None = field(default=None, compare=False)
 
 
 # ---------------------------------------------------------------- reading files
@@ -413,9 +415,11 @@ def load_task_data(
     seed: int = 0,
     on_bad_rows: str | None = None,
     drop_test_leaks: bool | None = None,
+    data_hygiene: bool = False,
 ) -> TaskData:
     """The task's splits, checked, subset and carved. `on_bad_rows` and `drop_test_leaks`
-    override the task's own settings (None: keep them)."""
+    override the task's own settings (None: keep them). `data_hygiene` fills `hygiene`; it
+    costs about as much as the load, so only a cell that records it asks."""
     on_bad_rows = on_bad_rows or task.on_bad_rows
     drop_test_leaks = task.drop_test_leaks if drop_test_leaks is None else drop_test_leaks
     if task.is_local or data_dir is not None:
@@ -445,15 +449,20 @@ def load_task_data(
         seed=seed,
         origin=origin,
     )
-    data.loaded = loaded
+    if data_hygiene:
+        # Counted here, so that the full splits' texts are not kept alive through training
+        # (they would raise the cell's recorded peak memory).
+        data.hygiene = hygiene.record_section(loaded, data)
     return data
 
 
-def load_cell_data(spec: CellSpec, data_dir: str | Path | None) -> TaskData:
+def load_cell_data(spec: CellSpec, data_dir: str | Path | None, *,
+                   data_hygiene: bool = False) -> TaskData:
     """The data a cell uses: its task, subsets, data seed and data settings."""
     return load_task_data(
         resolve_task(spec.task_file or spec.task), resolve_data_dir(data_dir),
         val_fraction=spec.val_fraction, max_train_samples=spec.max_train_samples,
         max_eval_samples=spec.max_eval_samples, seed=spec.data_seed,
         on_bad_rows=spec.on_bad_rows, drop_test_leaks=spec.drop_test_leaks,
+        data_hygiene=data_hygiene,
     )

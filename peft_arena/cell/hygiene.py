@@ -6,7 +6,8 @@ three times in train is two duplicates; a test row "in train" has at least one t
 with its text. The validation split is carved from train, so a validation row "in train" is a
 different training row with the same text (never the row itself).
 
-`record_section` is what a record stores under "data_hygiene" (see records/store.py).
+`record_section` is what a record stores under "data_hygiene" (see records/store.py);
+`load_task_data(..., data_hygiene=True)` computes it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from peft_arena.cell.data import TaskData
+    from peft_arena.cell.data import Loaded, TaskData
 
 LEAKED = "in_train"  # why a test row was dropped under drop_test_leaks
 TEXT_MATCH = "exact after collapsing whitespace"
@@ -71,10 +72,9 @@ def split_counts(splits: dict[str, list[str]], norm: _Normaliser | None = None
     return counts
 
 
-def record_section(data: TaskData) -> dict[str, Any]:
-    """Bad rows dropped, and duplicates and leaks of the full splits and of the rows used."""
-    loaded = data.loaded
-    assert loaded is not None, "data hygiene needs data from load_task_data"
+def record_section(loaded: Loaded, data: TaskData) -> dict[str, Any]:
+    """Bad rows dropped, and duplicates and leaks of the full splits (`loaded`) and of the rows
+    used (`data`)."""
     norm = _Normaliser()
     full = split_counts({"train": loaded.train_texts, "test": loaded.test_texts}, norm)
     used = split_counts({"train": data.train.texts, "val": data.val.texts,

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from peft_arena import progress
-from peft_arena.cell import hygiene, trackers
+from peft_arena.cell import trackers
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -93,8 +93,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
         strategy = load_strategies().get(spec.strategy)(spec)
     with poller or nullcontext():
         with timer.phase("data"), progress.status(f"loading {spec.task} data"):
-            data = load_cell_data(spec, data_dir)
-            data_hygiene = hygiene.record_section(data)
+            data = load_cell_data(spec, data_dir, data_hygiene=True)
         with timer.phase("tokenize"), progress.status("tokenizing"):
             tokenizer = load_tokenizer(spec.model, trust_remote_code=trust_remote_code)
             splits = {name: tokenize(split.texts, split.labels, tokenizer, spec.max_length)
@@ -171,7 +170,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             "data_fingerprint": {n: s.fingerprint() for n, s in (("train", train), ("val", val),
                                                                   ("test", test))},
         },
-        "data_hygiene": data_hygiene,
+        "data_hygiene": data.hygiene,
         "metrics": {"accuracy": result.accuracy, "macro_f1": result.macro_f1,
                     "eval_loss": result.loss,
                     # The pass whose weights were tested: the best one under early stopping.

@@ -40,6 +40,10 @@ Record layout (schema version 1), all keys always present:
     resolved        (ok records) what the cell resolved to: model_path, peft_config,
                      precision, data_fingerprint: {train, val, test} hashes of the token ids
                      and labels used, ...
+    data_hygiene    (ok records) {text_match, on_bad_rows, drop_test_leaks, dropped: {train, test:
+                     {reason: rows}}, full: {train: {rows, duplicates}, test: {rows,
+                     duplicates, in_train}}, used: {train, val, test}, test_leaks_into_train}
+                     (see cell/hygiene.py; absent in records made before it existed)
     started_at, finished_at   ISO-8601 UTC
 """
 
