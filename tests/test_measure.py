@@ -319,17 +319,30 @@ def test_recorded_peak_rss_matches_gnu_time(tiny_bert, synth_task, data_dir, tmp
 # ------------------------------------------------------------------ phase timer
 
 
+class FakeClock:
+    """A clock that moves only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def test_nested_phase_pauses_its_parent():
-    timer = PhaseTimer()
+    clock = FakeClock()
+    timer = PhaseTimer(clock=clock)
+    clock.advance(1.0)  # before any phase: in the total, in no phase
     with timer.phase("train"):
-        time.sleep(0.02)
+        clock.advance(2.0)
         with timer.phase("validate"):
-            time.sleep(0.05)
-        time.sleep(0.02)
-    phases = timer.phases
-    assert phases["validate_s"] >= 0.05
-    assert 0.04 <= phases["train_s"] < 0.05 + 0.04  # its own time, not validation's
-    assert sum(phases.values()) == pytest.approx(timer.total(), abs=0.01)
+            clock.advance(5.0)
+        clock.advance(3.0)
+    assert timer.phases == {"train_s": 5.0, "validate_s": 5.0}  # its own time, not validation's
+    assert timer.total() == 11.0
     assert timer.current == "train"
 
 

@@ -26,18 +26,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from peft_arena.cell.data import load_cell_data, resolve_data_dir
-from peft_arena.cell.runner import failed_record
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
+from peft_arena.measure.provenance import environment
+from peft_arena.records.builders import error_section, failed_record
+from peft_arena.records.schema import Record
 from peft_arena.records.store import (
     TEMP_SUFFIX,
     read_record,
     record_path,
     records_dir,
     remove_temp_files,
+    results_dir_of,
     write_record,
 )
 
@@ -55,7 +57,7 @@ class CellCrashed(RuntimeError):
 class CellOutcome:
     spec: CellSpec
     status: str  # ok | failed | skipped | busy | over_budget
-    record: dict[str, Any] | None = None
+    record: Record | None = None
     seconds: float = 0.0
     message: str = ""
 
@@ -98,13 +100,14 @@ def preflight(cells: list[CellSpec], data_dir: str | Path | None) -> None:
     """Load each task's data once before any training, so a bad file fails the command at
     once, in one line, instead of failing every cell of that task."""
     seen: set[tuple] = set()
+    folder = resolve_data_dir(data_dir)
     for spec in cells:
         # The data settings decide which rows are bad enough to stop the run.
-        key = (spec.task_file or spec.task, spec.on_bad_rows, spec.drop_test_leaks)
+        key = (spec.task_source, spec.on_bad_rows, spec.drop_test_leaks)
         if key in seen:
             continue
         seen.add(key)
-        load_cell_data(spec, data_dir)
+        load_cell_data(spec, folder)
 
 
 def _lock_dir(results_dir: Path) -> Path:
@@ -150,11 +153,11 @@ def sweep_temp_files(results_dir: Path) -> int:
     return removed
 
 
-def _existing(path: Path) -> dict[str, Any] | None:
+def _existing(path: Path) -> Record | None:
     return read_record(path) if path.exists() else None
 
 
-def _should_skip(record: dict[str, Any] | None, retry_failed: bool) -> bool:
+def _should_skip(record: Record | None, retry_failed: bool) -> bool:
     if record is None:
         return False
     return record.get("status") == "ok" or not retry_failed
@@ -194,7 +197,7 @@ def _wait(process: subprocess.Popen) -> int:
 def _run_process(spec: CellSpec, path: Path, data_dir: Path | None, lock_fd: int,
                  run_id: str, trust_remote_code: bool) -> int:
     # Beside the lock, under the lock: one file per cell, never left behind in /tmp.
-    spec_file = _lock_dir(path.parent.parent) / f"{spec.cell_id}{SPEC_SUFFIX}"
+    spec_file = _lock_dir(results_dir_of(path)) / f"{spec.cell_id}{SPEC_SUFFIX}"
     spec_file.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
     command = [sys.executable, "-m", "peft_arena.matrix.cell_process", str(spec_file), str(path),
                str(data_dir or ""), "--run-id", run_id, "--parent-pid", str(os.getpid())]
@@ -209,7 +212,7 @@ def _run_process(spec: CellSpec, path: Path, data_dir: Path | None, lock_fd: int
         spec_file.unlink(missing_ok=True)
 
 
-def _crash_record(spec: CellSpec, code: int, run_id: str) -> dict[str, Any]:
+def _crash_record(spec: CellSpec, code: int, run_id: str) -> Record:
     if code < 0:
         name = signal.Signals(-code).name
         how = f"was killed by {name}"
@@ -217,17 +220,17 @@ def _crash_record(spec: CellSpec, code: int, run_id: str) -> dict[str, Any]:
             how += " (by a user, or by the kernel when memory ran out)"
     else:
         how = f"exited with status {code}"
-    record = failed_record(spec, CellCrashed(f"the cell's process {how} before writing its "
-                                             f"record"), "process")
-    record["error"]["traceback"] = None  # the matrix's own stack says nothing about the cell
-    # Unknown: the matrix's memory is not the cell's, and the kernel's peak for a process
-    # started from the matrix counts the matrix's own memory at that moment.
-    record["memory"] = {"peak_bytes": None, "source": None}
-    record["run_id"] = run_id
-    return record
+    crash = CellCrashed(f"the cell's process {how} before writing its record")
+    return failed_record(
+        # The matrix's own stack says nothing about the cell.
+        spec, error_section(crash, "process", with_traceback=False),
+        # Unknown: the matrix's memory is not the cell's, and the kernel's peak for a process
+        # started from the matrix counts the matrix's own memory at that moment.
+        memory={"peak_bytes": None, "source": None},
+        environment=environment(spec.precision), run_id=run_id)
 
 
-def _outcome(spec: CellSpec, record: dict[str, Any] | None, seconds: float) -> CellOutcome:
+def _outcome(spec: CellSpec, record: Record | None, seconds: float) -> CellOutcome:
     status = record.get("status", "failed") if record else "failed"
     if status == "ok":
         return CellOutcome(spec, status, record, seconds)

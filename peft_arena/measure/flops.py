@@ -38,7 +38,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +47,11 @@ import numpy as np
 import torch
 from peft.utils.other import ModulesToSaveWrapper
 
-from peft_arena.cell.batching import cache_dir
-from peft_arena.cell.modeling import parameter_numel
+from peft_arena import atomic_file
+from peft_arena.config.paths import peak_flops_file
+from peft_arena.measure.params import parameter_numel
 from peft_arena.measure.provenance import cpu_model
 
-PEAK_CACHE_FILE = "peak_flops.json"
 PEAK_MEASURE_SECONDS = 1.5
 # Once a figure is cached, a cell's fresh measurement only has to catch a better one.
 PEAK_REMEASURE_SECONDS = 0.5
@@ -153,29 +152,12 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype,
     return best
 
 
-def _peak_cache_path() -> Path:
-    # The token cache is <root>/tokens; the peak figures live next to it in <root>.
-    return cache_dir().parent / PEAK_CACHE_FILE
-
-
 def _read_peak_cache(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}  # missing or damaged: measure again
     return data if isinstance(data, dict) else {}
-
-
-def _write_peak_cache(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peak.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cpu_busy() -> bool:
@@ -208,7 +190,7 @@ def _store_peak(path: Path, key: str, device: torch.device, flops_per_s: float,
     cache[key] = {"flops_per_s": flops_per_s, "under_load": under_load,
                   "matmul_size": MATMUL_SIZE.get(device.type, 2048),
                   "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    _write_peak_cache(path, cache)
+    atomic_file.write_json(path, cache)
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> Peak:
@@ -219,7 +201,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> Peak:
     0.5 s, at the end of its run) and the cache keeps the best. A first figure measured under load
     overstates MFU only until a quieter cell measures.
     """
-    path = _peak_cache_path()
+    path = peak_flops_file()
     key = peak_key(device, dtype)
     cached, entry = _stored_peak(path, key)
     under_load = device.type == "cpu" and cpu_busy()
@@ -233,7 +215,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> Peak:
 
 def known_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     """The cached peak for `dtype`, measured (and cached) only when there is none yet."""
-    path = _peak_cache_path()
+    path = peak_flops_file()
     key = peak_key(device, dtype)
     cached, _ = _stored_peak(path, key)
     if cached > 0:

@@ -15,8 +15,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
-
 PACKAGES = ("peft-arena", "torch", "transformers", "peft", "accelerate", "bitsandbytes",
             "datasets", "tokenizers", "numpy", "scikit-learn")
 # Environment variables that change how many threads the math libraries use.
@@ -84,6 +82,8 @@ def gpu_driver_version() -> str | None:
 
 
 def hardware() -> dict[str, Any]:
+    import torch  # here, not at the top: a matrix process describes a dead cell without it
+
     flags = cpu_flags()
     info: dict[str, Any] = {
         "cpu": cpu_model(),

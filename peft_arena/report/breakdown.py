@@ -8,30 +8,14 @@ holds the data it needs (older records lack per-class F1 and confidence).
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
+from peft_arena.report import markdown
 from peft_arena.report.results import PHASES, CellDetail
 
-DASH = "—"
 MAX_CLASSES = 10  # beyond this many classes only the worst are listed
-
-
-def _escape(text: str) -> str:
-    return str(text).replace("|", "\\|")
-
-
-def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(map(_escape, headers)) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(map(_escape, row)) + " |" for row in rows]
-    return lines
-
-
-def _cell(value: float, fmt: Callable[[float], str]) -> str:
-    return fmt(value) if pd.notna(value) and math.isfinite(value) else DASH
 
 
 def per_class_f1(frame: pd.DataFrame, order: list[str],
@@ -62,10 +46,10 @@ def per_class_section(frame: pd.DataFrame, order: list[str],
     shown = table.head(MAX_CLASSES)
     scope = (f"the {MAX_CLASSES} lowest of {n_classes} classes" if n_classes > MAX_CLASSES
              else f"{n_classes} classes")
-    rows = [[str(name), *(_cell(v, "{:.3f}".format) for v in values)]
+    rows = [[str(name), *(markdown.number(v, "{:.3f}".format) for v in values)]
             for name, values in shown.iterrows()]
     return [f"F1 per class on the test split ({scope}, lowest mean F1 first; mean over seeds):",
-            "", *_table(["class", *shown.columns], rows), ""]
+            "", *markdown.table(["class", *shown.columns], rows), ""]
 
 
 def confidence_section(summary: pd.DataFrame) -> list[str]:
@@ -74,13 +58,13 @@ def confidence_section(summary: pd.DataFrame) -> list[str]:
     shown = summary[summary[columns].notna().any(axis=1)]
     if shown.empty:
         return []
-    rows = [[row["strategy"], _cell(row["confidence_mean"], "{:.3f}".format),
-             _cell(row["confident_share_mean"], "{:.1%}".format),
-             _cell(row["ece_mean"], "{:.3f}".format)] for _, row in shown.iterrows()]
+    rows = [[row["strategy"], markdown.number(row["confidence_mean"], "{:.3f}".format),
+             markdown.number(row["confident_share_mean"], "{:.1%}".format),
+             markdown.number(row["ece_mean"], "{:.3f}".format)] for _, row in shown.iterrows()]
     headers = ["strategy", "mean confidence", "share > 0.9", "ECE"]
     return ["Prediction confidence on the test split (the top softmax probability; ECE = "
             "expected calibration error over 10 equal-width bins, 0 = perfectly calibrated; "
-            "means over seeds):", "", *_table(headers, rows), ""]
+            "means over seeds):", "", *markdown.table(headers, rows), ""]
 
 
 def phase_section(summary: pd.DataFrame) -> list[str]:
@@ -89,11 +73,11 @@ def phase_section(summary: pd.DataFrame) -> list[str]:
     present = [phase for phase, key in keys.items() if summary[key].notna().any()]
     if not present or present == ["total_s"]:
         return []
-    rows = [[row["strategy"], *(_cell(row[keys[p]], "{:,.1f}".format) for p in present)]
+    rows = [[row["strategy"], *(markdown.number(row[keys[p]], "{:,.1f}".format) for p in present)]
             for _, row in summary.iterrows() if row["n_seeds"] > 0]
     headers = ["strategy", *(p.removesuffix("_s") for p in present)]
     return ["Time per phase (mean wall-clock seconds over seeds):",
-            "", *_table(headers, rows), ""]
+            "", *markdown.table(headers, rows), ""]
 
 
 def _hygiene_groups(frame: pd.DataFrame, details: dict[str, CellDetail], part: str
@@ -112,12 +96,12 @@ def _hygiene_groups(frame: pd.DataFrame, details: dict[str, CellDetail], part: s
 
 
 def _count(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else DASH
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else markdown.DASH
 
 
 def _dropped_text(dropped: Any) -> str:
     if not isinstance(dropped, dict) or not dropped:
-        return "0" if isinstance(dropped, dict) else DASH
+        return "0" if isinstance(dropped, dict) else markdown.DASH
     reasons = ", ".join(f"{reason} {count}" for reason, count in dropped.items())
     return f"{sum(v for v in dropped.values() if isinstance(v, int)):,} ({reasons})"
 
@@ -127,9 +111,10 @@ def _hygiene_rows(which: str, section: dict[str, Any], dropped: dict[str, Any] |
     rows = []
     for split, counts in section.items():
         counts = counts if isinstance(counts, dict) else {}
-        leaked = _count(counts.get("in_train")) if split != "train" else DASH
+        leaked = _count(counts.get("in_train")) if split != "train" else markdown.DASH
+        removed = _dropped_text(dropped.get(split)) if dropped else markdown.DASH
         rows.append([which, split, _count(counts.get("rows")), _count(counts.get("duplicates")),
-                     leaked, _dropped_text((dropped or {}).get(split)) if dropped else DASH])
+                     leaked, removed])
     return rows
 
 
@@ -175,7 +160,7 @@ def hygiene_section(frame: pd.DataFrame, details: dict[str, CellDetail]) -> list
     headers = ["data", "split", "rows", "duplicates", "text also in train", "dropped"]
     return ["Data hygiene (texts compared exactly after collapsing whitespace; full = the "
             "task's files, used = the rows the cells trained, validated and tested on):", "",
-            *_table(headers, rows), ""]
+            *markdown.table(headers, rows), ""]
 
 
 def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
@@ -188,4 +173,4 @@ def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
     order = [s for s, n in zip(summary["strategy"], summary["n_seeds"], strict=True) if n > 0]
     parts = [*per_class_section(ok, order, details), *confidence_section(summary),
              *phase_section(summary), *hygiene_section(ok, details)]
-    return [f"### {_escape(task)}", "", *parts] if parts else []
+    return [f"### {markdown.escape(task)}", "", *parts] if parts else []

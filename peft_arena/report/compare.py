@@ -16,6 +16,7 @@ import pandas as pd
 from rich.table import Table
 
 from peft_arena.errors import UserError
+from peft_arena.report import markdown
 from peft_arena.report.results import load_frame, summarise
 
 BETTER, WORSE, SAME = "better", "worse", "same"
@@ -232,17 +233,17 @@ def to_markdown(comparison: Comparison) -> str:
     lines = [
         "## peft-arena compare", "", comparison.base_line + "  ", comparison.head_line, "",
         headline(comparison), "",
-        "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
     ]
+    rows = []
     for _, row in comparison.rows.iterrows():
         outcome = row["outcome"]
         result = f"**{outcome}**" if outcome in (REGRESSION, FAILED) else outcome
-        cells = [row["task"], row["strategy"], *(metric_cell(m, row) for m in METRICS),
-                 f"{row['base_seeds']} → {row['head_seeds']}", result]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    lines += ["", "Cells read base → head (change): accuracy and F1 changes are absolute, "
-                  "time and memory changes relative; 🟢 better and 🔴 worse beyond the "
-                  "threshold, no mark = within it (noise). Values are means over seeds."]
+        rows.append([row["task"], row["strategy"], *(metric_cell(m, row) for m in METRICS),
+                     f"{row['base_seeds']} → {row['head_seeds']}", result])
+    lines += [*markdown.table(headers, rows), "",
+              "Cells read base → head (change): accuracy and F1 changes are absolute, "
+              "time and memory changes relative; 🟢 better and 🔴 worse beyond the "
+              "threshold, no mark = within it (noise). Values are means over seeds."]
     if comparison.notes:
         lines += ["", *(f"- {note}" for note in comparison.notes)]
     return "\n".join(lines) + "\n"
