@@ -212,7 +212,7 @@ BAD_INPUTS = [
     ("empty data", {}, [], "empty", "is empty"),
     ("not utf-8", {}, [], "not_utf8", "not valid UTF-8"),
     ("no text column", {}, [], "no_text_column", "no column 'text'"),
-    ("label outside labels.json", {}, [], "label_outside", "outside the 3 label names"),
+    ("label outside labels.json", {}, [], "label_outside", "a label id outside 0..2"),
     ("class missing from train", {}, [], "class_missing", "has no training example"),
     ("preset not YAML", {}, [], "preset:tasks: [synth\n", "not valid YAML"),
     ("preset runs code", {}, [], "preset:" + MARKER_YAML, "not valid YAML"),

@@ -56,7 +56,14 @@ from peft_arena.measure.params import count_parameters
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
 from peft_arena.records import builders
-from peft_arena.records.schema import Metrics, Predictions, Record, Resolved, Time
+from peft_arena.records.schema import (
+    DataHygiene,
+    Metrics,
+    Predictions,
+    Record,
+    Resolved,
+    Time,
+)
 from peft_arena.records.store import results_dir_of, write_record
 from peft_arena.strategies import Strategy, load_strategies
 
@@ -87,6 +94,7 @@ class Inputs:
     loaders: dict[str, DataLoader]
     test_batches: list[list[int]]  # the test split's order of evaluation
     total_steps: int
+    data_hygiene: DataHygiene | None  # None for a training-only cell
 
 
 @dataclass
@@ -175,10 +183,10 @@ class Cell:
             strategy = load_strategies().get(spec.strategy)(spec)
         return Setup(started_at, precision, poller, accelerator, strategy)
 
-    def load_data(self) -> Inputs:
+    def load_data(self, *, data_hygiene: bool = True) -> Inputs:
         spec = self.spec
         with self.timer.phase("data"), progress.status(f"loading {spec.task} data"):
-            data = load_cell_data(spec, self.data_dir)
+            data = load_cell_data(spec, self.data_dir, data_hygiene=data_hygiene)
         with self.timer.phase("tokenize"), progress.status("tokenizing"):
             tokenizer = load_tokenizer(spec.model, trust_remote_code=self.trust_remote_code)
             tokenized = {name: tokenize(split.texts, split.labels, tokenizer, spec.max_length)
@@ -197,7 +205,7 @@ class Cell:
             total_steps = max(1, math.ceil(len(loaders["train"]) * spec.epochs))
         return Inputs(data.label_names, splits,
                       [name for name, (_, hit) in tokenized.items() if hit], tokenizer,
-                      loaders, test_batches, total_steps)
+                      loaders, test_batches, total_steps, data.hygiene)
 
     def build_model(self, setup: Setup, inputs: Inputs) -> Built:
         spec = self.spec
@@ -260,15 +268,17 @@ class Cell:
 
     # ------------------------------------------------------------------ entry points
 
-    def _up_to_training(self, setup: Setup) -> tuple[Inputs, Built, TrainResult]:
-        inputs = self.load_data()
+    def _up_to_training(self, setup: Setup, *, data_hygiene: bool = True
+                        ) -> tuple[Inputs, Built, TrainResult]:
+        inputs = self.load_data(data_hygiene=data_hygiene)
         built = self.build_model(setup, inputs)
         return inputs, built, self.train(setup, inputs, built)
 
     def train_only(self) -> TrainingOutcome:
         setup = self.set_up()
         with setup.poller or nullcontext():
-            _, built, trained = self._up_to_training(setup)
+            # No record is written, so no data-hygiene counts (they cost about a load).
+            _, built, trained = self._up_to_training(setup, data_hygiene=False)
         return TrainingOutcome(self.spec, trained, built.trainable, built.total,
                                self.timer.total(), self.timer.phases)
 
@@ -282,6 +292,7 @@ class Cell:
         memory = memory_report(setup.poller, measured.weights_bytes)  # last: a lifetime peak
         record = builders.ok_record(
             self.spec, resolved=self._resolved(setup, inputs, built),
+            data_hygiene=inputs.data_hygiene or {},
             metrics=self._metrics(inputs, trained, tested),
             params={"trainable": built.trainable, "total": built.total,
                     "trainable_pct": 100.0 * built.trainable / built.total,

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from peft_arena.config.tasks import check_data_settings
 from peft_arena.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -23,7 +24,7 @@ TRACKERS = ("wandb", "mlflow", "tensorboard")
 RUN_ONLY_KEYS = ("tracker", "save_model")
 # Settings added after records existed: left out of the config hash while unset, so that a
 # record made before a setting existed keeps its identity (and is not run again).
-HASHED_WHEN_SET = ("head_learning_rate",)
+HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -52,6 +53,10 @@ class CellSpec:
     # The data subset is drawn with its own seed so that all seeds and strategies of a task
     # see the same examples: seeds then vary training only.
     data_seed: int = 0
+    # Which rows of the task's files a cell uses (see config/tasks.py). None: the task file's
+    # own setting; a value set here overrides it and becomes part of the cell's identity.
+    on_bad_rows: str | None = None
+    drop_test_leaks: bool | None = None
     precision: str = "auto"
     peft: dict[str, Any] = field(default_factory=dict)
     task_file: str | None = None
@@ -97,6 +102,8 @@ class CellSpec:
         for ok, message in checks:
             if not ok:
                 raise UserError(f"Bad setting for {self.task}/{self.strategy}: {message}.")
+        check_data_settings(self.on_bad_rows, self.drop_test_leaks,
+                            f"Bad setting for {self.task}/{self.strategy}")
         for name in (self.task, self.strategy):
             # Names become file names; refuse anything that could leave the results folder.
             if not _SAFE_NAME.match(name):

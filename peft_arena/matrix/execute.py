@@ -99,12 +99,14 @@ def new_run_id() -> str:
 def preflight(cells: list[CellSpec], data_dir: str | Path | None) -> None:
     """Load each task's data once before any training, so a bad file fails the command at
     once, in one line, instead of failing every cell of that task."""
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     folder = resolve_data_dir(data_dir)
     for spec in cells:
-        if spec.task in seen:
+        # The data settings decide which rows are bad enough to stop the run.
+        key = (spec.task_source, spec.on_bad_rows, spec.drop_test_leaks)
+        if key in seen:
             continue
-        seen.add(spec.task)
+        seen.add(key)
         load_cell_data(spec, folder)
 
 

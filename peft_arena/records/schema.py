@@ -11,7 +11,8 @@ Schema version 1. A record's `status` decides which sections hold data:
              history is [], predictions is null (records.builders.failed_record)
 
 Readers are tolerant: records written before a field existed lack it (`best_step`,
-`stopped_early`, `artifacts`, `resolved` and `run_id` came after the first records), and a
+`stopped_early`, `artifacts`, `resolved`, `run_id` and `data_hygiene` came after the first
+records), and a
 field added later must stay optional to read. To add a field: declare it in its section
 below, fill it in the section's builder, and read it with `.get` in the report. To add a
 section (a concern of its own), add a TypedDict, a key in `Record` and a keyword argument of
@@ -143,6 +144,27 @@ class Resolved(TypedDict, total=False):
     data_fingerprint: dict[str, str]  # split -> hash of the token ids and labels used
 
 
+class SplitHygiene(TypedDict, total=False):
+    rows: int
+    duplicates: int  # rows whose text an earlier row of the same split already has
+    in_train: int  # (not train) rows with a training row of the same text
+
+
+class DataHygiene(TypedDict, total=False):
+    """cell.hygiene: what data the cell saw. Texts are the same when equal after collapsing
+    whitespace. Absent in records made before it existed."""
+
+    text_match: str
+    on_bad_rows: Literal["error", "drop"]  # the data settings the cell ran with
+    drop_test_leaks: bool
+    # split (train, test) -> reason (empty_text, missing_label, float_label,
+    # label_out_of_range, unknown_label; in_train for leaked test rows) -> rows dropped
+    dropped: dict[str, dict[str, int]]
+    full: dict[str, SplitHygiene]  # the task's files (train, test), bad rows dropped
+    used: dict[str, SplitHygiene]  # the rows the cell trained, validated and tested on
+    test_leaks_into_train: bool  # the test split kept rows whose text is in train
+
+
 class Environment(TypedDict, total=False):
     """measure.provenance: what a reader needs to reproduce a figure or tell two apart."""
 
@@ -162,6 +184,7 @@ class Record(TypedDict, total=False):
     status: Status
     spec: dict[str, Any]  # CellSpec.to_dict(): model, task, strategy, seed, every setting
     resolved: Resolved
+    data_hygiene: DataHygiene
     metrics: Metrics
     params: Params
     time: Time

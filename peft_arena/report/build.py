@@ -257,6 +257,7 @@ def leaderboard_markdown(
     details: dict[str, list[str]] | None = None,
     base: Path | None = None,
     images: bool = False,
+    notes: dict[str, list[str]] | None = None,
 ) -> str:
     """A markdown leaderboard: one table per task, what the columns mean, the charts, then
     per-task detail.
@@ -264,12 +265,14 @@ def leaderboard_markdown(
     chart_paths: the charts to link, relative to `base` (the report folder); None links the
     standard charts under charts/. details: markdown lines per task (breakdown.task_section).
     images: show the charts inline rather than as a list of links (a PR comment cannot show
-    images that live in a CI run's files, but a link list still reads well).
+    images that live in a CI run's files, but a link list still reads well). notes: markdown
+    lines shown under a task's table (breakdown.leak_note).
     """
     columns = _shown_columns(summary)
     parts = ["# peft-arena leaderboard", "", provenance_line, "", LEGEND, ""]
     for task, table in summary.groupby("task", sort=True):
-        parts += [f"## {markdown.escape(task)}", "", _markdown_table(table, columns), ""]
+        parts += [f"## {markdown.escape(task)}", "", _markdown_table(table, columns), "",
+                  *(notes or {}).get(str(task), [])]
     parts += _columns_list(columns)
     parts += _chart_links(chart_paths, base, images)
     sections = [lines for _, lines in sorted((details or {}).items()) if lines]
@@ -379,11 +382,14 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
         str(task): breakdown.task_section(str(task), with_labels, table, results.details)
         for task, table in summary.groupby("task", sort=True)
     }
+    ok = with_labels[with_labels["status"] == "ok"]
+    notes = {str(task): breakdown.leak_note(ok[ok["task"] == task], results.details)
+             for task in summary["task"].unique()}
     markdown = leaderboard_markdown(summary, provenance, chart_paths if chart_links else [],
-                                    details=details, base=out_dir)
+                                    details=details, base=out_dir, notes=notes)
     (out_dir / "leaderboard.md").write_text(markdown, encoding="utf-8")
     with_images = leaderboard_markdown(summary, provenance, chart_paths, details=details,
-                                       base=out_dir, images=True)
+                                       base=out_dir, images=True, notes=notes)
     page = html_page.render_page(with_images, out_dir, title="peft-arena leaderboard")
     (out_dir / "report.html").write_text(page, encoding="utf-8")
     frame.to_csv(out_dir / "results.csv", index=False)

@@ -59,6 +59,7 @@ class CellDetail:
     # AdaLoRA: final rank per adapted module, and the rank every module started with.
     rank_pattern: dict[str, int] = field(default_factory=dict)
     initial_rank: int | None = None
+    data_hygiene: dict[str, Any] | None = None  # the record's section, as written
 
 
 @dataclass
@@ -191,6 +192,7 @@ def _detail(record: dict[str, Any]) -> CellDetail:
         if isinstance(scores, dict) else {},
         label_names=[str(n) for n in names] if isinstance(names, list) else None,
         y_true=y_true, y_pred=y_pred,
+        data_hygiene=hygiene if isinstance(hygiene := record.get("data_hygiene"), dict) else None,
     )
 
 
