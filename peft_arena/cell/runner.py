@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from peft_arena import progress
-from peft_arena.cell import trackers
+from peft_arena.cell import distributed, trackers
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -88,6 +88,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
         AcceleratorState._reset_state()
         accelerator = Accelerator(mixed_precision=precision.accelerate_name,
                                   cpu=not torch.cuda.is_available(),
+                                  dataloader_config=distributed.dataloader_config(),
                                   **trackers.accelerator_kwargs(spec, results_dir))
         trackers.start(accelerator, spec)
         on_gpu = accelerator.device.type == "cuda"
@@ -107,8 +108,10 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             pad_id = tokenizer.pad_token_id or 0
             train_loader = _loader(train, pad_id, LengthGroupedBatchSampler(
                 train.lengths, spec.batch_size, spec.seed))
-            val_loader = _loader(val, pad_id, sorted_batches(val.lengths, spec.eval_batch_size))
-            test_batches = sorted_batches(test.lengths, spec.eval_batch_size)
+            val_loader = _loader(val, pad_id, distributed.SizedBatches(
+                sorted_batches(val.lengths, spec.eval_batch_size), spec.eval_batch_size))
+            test_batches = distributed.SizedBatches(
+                sorted_batches(test.lengths, spec.eval_batch_size), spec.eval_batch_size)
             test_loader = _loader(test, pad_id, test_batches)
             total_steps = max(1, math.ceil(len(train_loader) * spec.epochs))
 
@@ -134,7 +137,10 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             trained = train_epochs(model, strategy, optimizer, scheduler, train_loader,
                                    val_loader, accelerator, spec, total_steps, on_evaluate,
                                    timer=timer)
-            history, train_samples, train_tokens = trained.history, trained.samples, trained.tokens
+            history = trained.history
+            # The whole cell's work, over every rank of a multi-device cell.
+            train_samples, train_tokens = distributed.sum_over_ranks(
+                accelerator, trained.samples, trained.tokens)
         if not evaluate_test:
             return _training_summary(spec, trained, trainable, total, timer)
         model_dir = None
@@ -145,16 +151,21 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
                                    data.label_names, model_dir)
         with timer.phase("eval"):
             result = evaluate(model, test_loader, accelerator, "test")
+            [eval_tokens] = distributed.sum_over_ranks(accelerator, result.tokens)
         with timer.phase("measure"):
             final_model = accelerator.unwrap_model(model)
             adapter_bytes = saved_size_bytes(final_model)
             model_weights_bytes = weights_bytes(final_model)
-            compute = compute_report(
+            compute = distributed.scale_peak(compute_report(
                 final_model, train_tokens=train_tokens,
                 sum_squared_lengths=trained_sum_squared_lengths(train.lengths, train_samples),
                 train_seconds=timer.phases["train_s"], device=accelerator.device,
-                dtype=precision.compute_dtype)
+                dtype=precision.compute_dtype), accelerator.num_processes)
     memory = memory_report(poller, model_weights_bytes)  # last: peak RSS is a lifetime figure
+    rank_peaks = distributed.per_rank(accelerator, memory["peak_bytes"])
+    if len(rank_peaks) > 1 and any(p is not None for p in rank_peaks):
+        memory["peak_bytes"] = max(p for p in rank_peaks if p is not None)
+    provenance = environment(precision.name)
     phases = timer.phases
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -190,7 +201,7 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
             "train_samples_per_s": train_samples / phases["train_s"],
             "train_tokens_per_s": train_tokens / phases["train_s"],
             "eval_samples_per_s": result.samples / phases["eval_s"],
-            "eval_tokens_per_s": result.tokens / phases["eval_s"],
+            "eval_tokens_per_s": eval_tokens / phases["eval_s"],
         },
         "memory": {**memory, "batch_size": spec.batch_size, "max_length": spec.max_length},
         "compute": compute,
@@ -200,7 +211,9 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
         "artifacts": {"model_dir": str(model_dir.relative_to(results_dir)) if model_dir else None},
         "predictions": _test_predictions(result, test_batches),
         "error": None,
-        "environment": environment(precision.name),
+        "environment": provenance,
+        "execution": distributed.execution_section(accelerator, rank_peaks,
+                                                   provenance["hardware"], precision.name),
         "started_at": started,
         "finished_at": _now(),
     }
@@ -274,19 +287,21 @@ def failed_record(spec: CellSpec, exc: BaseException, phase: str) -> dict[str, A
 
 def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | None, *,
                    timer: PhaseTimer | None = None, run_id: str | None = None,
-                   trust_remote_code: bool = False) -> None:
+                   trust_remote_code: bool = False, results_dir: Path | None = None) -> None:
     """Run a cell and write its record, ok or failed; a failure is re-raised after recording.
 
     `run_id` names the matrix run in the record, so that two runs sharing a results folder
-    can be told apart.
+    can be told apart. `results_dir` is where saved models and tracker logs go (default: the
+    folder above the record's). Of a cell over several processes, rank 0 writes the record.
     """
     timer = timer or PhaseTimer()
+    write = write_record if distributed.is_main_process() else (lambda *_: None)
     try:
-        # Records live in RESULTS/records/; saved models and tracker logs go beside them.
-        record = run_cell(spec, data_dir, timer, results_dir=Path(record_file).parent.parent,
+        record = run_cell(spec, data_dir, timer,
+                          results_dir=results_dir or Path(record_file).parent.parent,
                           trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure becomes a failed record; the matrix goes on
-        write_record(record_file, {**failed_record(spec, exc, timer.current), "run_id": run_id})
+        write(record_file, {**failed_record(spec, exc, timer.current), "run_id": run_id})
         raise
-    write_record(record_file, {**record, "run_id": run_id})
+    write(record_file, {**record, "run_id": run_id})
 
