@@ -70,7 +70,7 @@ def _kill_parents_of_sleeping_cells(log: Path, times: int, stop: threading.Event
 def test_two_local_workers_record_each_cell_once_and_survive_kill_9(tmp_path, tiny_bert,
                                                                    synth_task):
     results, log = tmp_path / "results", tmp_path / "faults.log"
-    args = [*_run_args(synth_task, tiny_bert, results, "lora,ia3,full"), "--workers", "2"]
+    args = [*_run_args(synth_task, tiny_bert, results, "lora,ia3"), "--workers", "2"]
     # lora and ia3 start together and wait in training: two cells in flight at the kill.
     matrix = _start(args, **{FAULT_ENV: "sleep@train@__lora__,sleep@train@__ia3__",
                              FAULT_LOG_ENV: str(log)})
@@ -85,9 +85,9 @@ def test_two_local_workers_record_each_cell_once_and_survive_kill_9(tmp_path, ti
     done = subprocess.run([sys.executable, "-m", "peft_arena", *args], env=_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "3 ok" in done.stdout
+    assert "2 ok" in done.stdout
     records = _records(results)
-    assert sorted(records) == ["full", "ia3", "lora"]  # each exactly once (one file per cell)
+    assert sorted(records) == ["ia3", "lora"]  # each exactly once (one file per cell)
     cores = len(os.sched_getaffinity(0))
     for record in records.values():
         assert record["status"] == "ok"

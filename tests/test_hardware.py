@@ -104,3 +104,25 @@ def test_compare_judges_a_single_seed_accuracy_drop_by_its_significance(tmp_path
     large = row(comparing.compare(base, head), "imdb", "lora")
     assert large["accuracy_change"] == pytest.approx(-0.15)
     assert large["accuracy_change_kind"] == "worse" and large["outcome"] == "regression"
+
+
+def test_run_skips_a_cell_recorded_on_other_hardware_and_says_how_to_get_ones_own(
+        tmp_path, monkeypatch, capsys, tiny_bert, synth_task) -> None:
+    from peft_arena import api
+    from peft_arena.records import store
+    from tests.test_reliability_processes import _call_cli
+
+    results = tmp_path / "results"
+    [spec] = api.plan_cells(tasks=[str(synth_task)], strategies=["lora"], model=str(tiny_bert))
+    record = {"schema_version": store.SCHEMA_VERSION, "cell_id": spec.cell_id, "status": "ok",
+              "spec": spec.to_dict(), "environment": {"hardware": WITH_AMX,
+                                                      "precision": "bf16"}}
+    store.write_record(store.record_path(results, spec.cell_id), record)
+    before = store.record_path(results, spec.cell_id).read_bytes()
+    code, output = _call_cli(monkeypatch, capsys, "run", "--matrix", synth_task, "--strategies",
+                             "lora", "--model", tiny_bert, "--results", results)
+    assert code == 0, output
+    said = " ".join(output.split())
+    assert "1 skipped" in said and "from other hardware (Intel(R) Xeon(R) Processor" in said
+    assert f"compare {results} THAT_FOLDER" in said
+    assert store.record_path(results, spec.cell_id).read_bytes() == before

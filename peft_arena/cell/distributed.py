@@ -33,11 +33,16 @@ def dataloader_config() -> DataLoaderConfiguration:
 
 class SizedBatches(list):
     """A list of index batches that says its batch size, which Accelerate needs to split a
-    batch sampler across ranks."""
+    batch sampler across ranks. It hands out copies: Accelerate pads an uneven last batch by
+    growing the first batch in place (accelerate 1.15, BatchSamplerShard), which would change
+    the caller's batches and this list's own next pass."""
 
     def __init__(self, batches: list[list[int]], batch_size: int) -> None:
-        super().__init__(batches)
+        super().__init__(list(batch) for batch in batches)
         self.batch_size = batch_size
+
+    def __iter__(self):
+        return (list(batch) for batch in super().__iter__())
 
 
 def sum_over_ranks(accelerator: Accelerator, *counts: int) -> list[int]:

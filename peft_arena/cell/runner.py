@@ -110,9 +110,9 @@ def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
                 train.lengths, spec.batch_size, spec.seed))
             val_loader = _loader(val, pad_id, distributed.SizedBatches(
                 sorted_batches(val.lengths, spec.eval_batch_size), spec.eval_batch_size))
-            test_batches = distributed.SizedBatches(
-                sorted_batches(test.lengths, spec.eval_batch_size), spec.eval_batch_size)
-            test_loader = _loader(test, pad_id, test_batches)
+            test_batches = sorted_batches(test.lengths, spec.eval_batch_size)
+            test_loader = _loader(test, pad_id, distributed.SizedBatches(
+                test_batches, spec.eval_batch_size))
             total_steps = max(1, math.ceil(len(train_loader) * spec.epochs))
 
         with timer.phase("model"):

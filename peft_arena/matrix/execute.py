@@ -354,8 +354,8 @@ def run_matrix(cells: list[CellSpec], results_dir: str | Path, data_dir: str | P
     folder = resolve_data_dir(data_dir)
     preflight(cells, folder)
     over_budget = _over_budget(cells, max_trainable_params, folder)
-    _lock_dir(results).mkdir(parents=True, exist_ok=True)
     runner = make_executor(settings, _lock_dir(results), devices)
+    _lock_dir(results).mkdir(parents=True, exist_ok=True)
     result = MatrixResult(run_id=new_run_id(), planned=len(cells))
     if settings.name == "local":
         result.other_hardware = _recorded_elsewhere(cells, results)
