@@ -13,6 +13,7 @@ writes records, and only once per cell, so a retried cell is never recorded twic
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import tempfile
@@ -142,7 +143,7 @@ class RayExecutor:
             try:
                 # Cells log to their worker's files; the matrix prints their outcomes.
                 ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                         runtime_env=self._runtime_env())
+                         logging_level=logging.WARNING, runtime_env=self._runtime_env())
             except ConnectionError as exc:
                 raise UserError(f"--ray-address {address}: {str(exc).splitlines()[0]}; "
                                 "start the cluster or leave the option out.") from None

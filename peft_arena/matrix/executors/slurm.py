@@ -50,7 +50,8 @@ class SlurmSettings:
 
     partition: str | None = None
     time_min: int = 60
-    gpus_per_cell: int | None = None  # default: devices_per_cell on GPU partitions, else 0
+    # GPUs of each cell's job: none unless given (a cell over N GPUs needs N here).
+    gpus_per_cell: int | None = None
     cpus_per_cell: int | None = None
     mem_gb: float | None = None
     account: str | None = None
