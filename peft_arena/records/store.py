@@ -37,6 +37,12 @@ Record layout (schema version 1), all keys always present:
                      torch_threads, torch_interop_threads, thread_variables, platform, python,
                      [gpu, gpu_count, gpu_memory_bytes, cuda, cudnn, gpu_driver]}, precision,
                      git_commit, git_dirty}
+    execution       how and where the cell ran (absent in older records): {processes (ranks of
+                     a multi-device cell), distributed_type, threads (torch threads per
+                     process), per_rank_peak_bytes, hardware (measure/hardware_identity.py:
+                     what its speed depends on)} from the cell; {executor, workers, worker,
+                     attempts, environment (thread and device variables the executor set)}
+                     from the matrix, which writes every record
     resolved        (ok records) what the cell resolved to: model_path, peft_config,
                      precision, data_fingerprint: {train, val, test} hashes of the token ids
                      and labels used, ...
