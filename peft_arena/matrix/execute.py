@@ -243,8 +243,10 @@ class _Driver:
         if _should_skip(existing := _existing(path), self.retry_failed):
             lock.close()  # it finished while we waited for the lock
             return CellOutcome(spec, "skipped", existing, message="already recorded")
+        # Absolute: a worker elsewhere starts in another folder.
+        data_dir = str(Path(self.data_dir).resolve()) if self.data_dir else ""
         job = self.executor.prepare(CellJob(
-            spec.to_dict(), spec.cell_id, self.run_id, str(self.data_dir or ""),
+            spec.to_dict(), spec.cell_id, self.run_id, data_dir,
             str(self.results.resolve()), self.trust_remote_code,
             processes=spec.devices_per_cell or 1))
         try:
