@@ -22,6 +22,7 @@ import torch
 from torch.profiler import profile
 
 from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.frozen_weights import frozen_linear_weights_in
 from peft_arena.cell.modeling import load_model
 from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec
@@ -62,6 +63,10 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--top", type=int, default=0,
+                        help="Also list this many operators with the most self time.")
+    parser.add_argument("--frozen-fp32", action="store_true",
+                        help="Leave frozen linear weights in fp32 (autocast casts them per call).")
     parser.add_argument("--native-dropout", action="store_true",
                         help="PyTorch's dropout instead of peft-arena's cheaper-RNG one.")
     args = parser.parse_args()
@@ -88,16 +93,18 @@ def main() -> None:
         optimizer.zero_grad(set_to_none=True)
 
     model.train()
-    for _ in range(2):
-        step()
-    began = time.perf_counter()
-    for _ in range(args.steps):
-        step()
-    step_s = (time.perf_counter() - began) / args.steps
-
-    with profile() as prof:
+    frozen_dtype = torch.float32 if args.frozen_fp32 else precision.compute_dtype
+    with frozen_linear_weights_in(model, frozen_dtype):  # as the runner trains
+        for _ in range(2):
+            step()
+        began = time.perf_counter()
         for _ in range(args.steps):
             step()
+        step_s = (time.perf_counter() - began) / args.steps
+
+        with profile() as prof:
+            for _ in range(args.steps):
+                step()
     totals: dict[str, float] = defaultdict(float)
     for event in prof.key_averages():
         totals[group_of(event.key)] += event.self_cpu_time_total
@@ -120,6 +127,10 @@ def main() -> None:
           f"= MFU {100 * flops / step_s / peak:.1f}%")
     for group, micros in sorted(totals.items(), key=lambda kv: -kv[1]):
         print(f"  {group:20} {100 * micros / grand:5.1f}% of profiled CPU time")
+    events = sorted(prof.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    for event in events[:args.top]:
+        print(f"    {event.key[:40]:40} {100 * event.self_cpu_time_total / grand:5.1f}% "
+              f"({event.count // args.steps} calls a step)")
 
 
 if __name__ == "__main__":

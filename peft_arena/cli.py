@@ -11,11 +11,37 @@ from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from peft_arena.config.spec import EARLY_STOPPING_METRICS, PRECISIONS, TRACKERS
 from peft_arena.errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
+for _stream in (console, err_console):
+    # A log or a pipe keeps each line whole: nothing there re-flows text the way a terminal
+    # does, and rich would otherwise break lines at 80 columns.
+    _stream.soft_wrap = not _stream.is_terminal
+
+
+def _show(*tables: Table) -> None:
+    """Tables for a terminal as boxes; elsewhere (a CI log, a pipe) as markdown rows, whole:
+    rich would fold or cut them to the width of a terminal that is not there."""
+    if console.is_terminal:
+        console.print(*tables)
+        return
+    from peft_arena.report.markdown import table as markdown_table
+
+    for table in tables:
+        headers = [Text.from_markup(str(column.header)).plain for column in table.columns]
+        rows = zip(*([_plain(cell) for cell in column.cells] for column in table.columns),
+                   strict=True)
+        title = [Text.from_markup(str(table.title)).plain, ""] if table.title else []
+        print("\n".join([*title, *markdown_table(headers, list(rows)), ""]))
+
+
+def _plain(cell: object) -> str:
+    return cell.plain if isinstance(cell, Text) else Text.from_markup(str(cell)).plain
 
 
 def _names(value: str | None) -> list[str]:
@@ -78,7 +104,7 @@ def cli() -> None:
 @click.option("--epochs", type=float, help="Training epochs for every cell.")
 @click.option("--max-train-samples", type=int, help="Seeded, stratified training subset size.")
 @click.option("--max-eval-samples", type=int, help="Cap on validation and test examples.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
+@click.option("--precision", type=click.Choice(PRECISIONS),
               help="Arithmetic precision (default auto: bf16 where the hardware has it).")
 @click.option("--data-dir", envvar="PEFT_ARENA_DATA_DIR", type=click.Path(),
               help="Read DIR/<task>/{train,test}.{jsonl,csv,parquet} instead of the Hub "
@@ -99,14 +125,14 @@ def cli() -> None:
               help="Stop after K validation passes without improvement; the best pass's "
               "weights are restored before the test.")
 @click.option("--early-stopping-metric",
-              type=click.Choice(["val_accuracy", "val_macro_f1", "val_loss"]),
+              type=click.Choice(list(EARLY_STOPPING_METRICS)),
               help="What early stopping watches (default val_accuracy).")
 @click.option("--max-trainable-params", metavar="N",
               help="Skip every cell with more trainable parameters (1M, 500K or 1000000), "
               "counted before any training.")
 @click.option("--save-model", is_flag=True, help="Keep each cell's trained adapter (or model) "
               "in RESULTS/models/<cell id>/ for `peft-arena export`.")
-@click.option("--tracker", type=click.Choice(["wandb", "mlflow", "tensorboard"]),
+@click.option("--tracker", type=click.Choice(TRACKERS),
               help="Log each cell to an experiment tracker (needs its optional extra).")
 @click.option("--executor", "executor_name", metavar="local|ray|slurm",
               help="Where cells run: local processes (default), Ray tasks, Slurm jobs.")
@@ -154,7 +180,7 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
         preset, name=executor_name, workers=workers, ray_address=ray_address,
         slurm={k: v for k, v in slurm.items() if v is not None})
     if dry_run:
-        console.print(_plan_table(cells, api.plan_parameters(cells, data_dir)))
+        _show(_plan_table(cells, api.plan_parameters(cells, data_dir)))
         return
     from peft_arena.cell.trackers import check_available
     from peft_arena.matrix.execute import run_matrix
@@ -253,7 +279,7 @@ def report(results_dir: str, out_dir: str | None, confusion: bool, chart_links: 
 
     result = build_report(Path(results_dir), Path(out_dir) if out_dir else None,
                           confusion=confusion, chart_links=chart_links)
-    console.print(rich_table(result.summary))
+    _show(rich_table(result.summary))
     for path in result.paths:
         console.print(f"wrote {path}")
 
@@ -281,7 +307,7 @@ def compare(base, head, threshold_accuracy, threshold_f1, threshold_time, thresh
     thresholds = comparing.Thresholds(accuracy=threshold_accuracy, macro_f1=threshold_f1,
                                       time=threshold_time, memory=threshold_memory)
     comparison = comparing.compare(Path(base), Path(head), thresholds)
-    console.print(comparing.to_rich(comparison))
+    _show(comparing.to_rich(comparison))
     for note in comparison.notes:
         console.print(f"[yellow]note:[/] {note}")
     if out_file:
@@ -307,7 +333,7 @@ def list_command() -> None:
         tasks.add_column(column)
     for info in api.task_infos():
         tasks.add_row(info["name"], str(info["labels"]), str(info["max_length"]), info["hub"])
-    console.print(strategies, tasks)
+    _show(strategies, tasks)
     console.print(f"presets: {', '.join(api.preset_names())}")
 
 
@@ -360,7 +386,7 @@ def predict(model_dir, input_file, out_file, text_column, id_column, with_names,
 @click.option("--epochs", type=float, help="Fix the epochs (not searched).")
 @click.option("--max-train-samples", type=int, help="Training subset size for every trial.")
 @click.option("--max-eval-samples", type=int, help="Cap on validation examples.")
-@click.option("--precision", type=click.Choice(["auto", "bf16", "fp16", "fp32"]))
+@click.option("--precision", type=click.Choice(PRECISIONS))
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="Fix a setting (not searched): learning_rate=1e-3, lora.r=16.")
 @click.option("--seed", default=0, show_default=True, type=int,
@@ -405,7 +431,7 @@ def tune(task, strategy, trials, model, preset, epochs, max_train_samples, max_e
         console.print("[yellow]Interrupted.[/] Finished trials are kept in the study; run the "
                       "same command again to resume.")
         sys.exit(130)
-    console.print(_trials_table(result))
+    _show(_trials_table(result))
     best = result.best
     line = f"best: trial {best.number}, validation accuracy {best.values['accuracy']:.4f}"
     if result.baseline and result.baseline.values:

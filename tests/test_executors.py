@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 
 from peft_arena import api
-from peft_arena.matrix.cell_process import FAULT_ENV, FAULT_LOG_ENV
 from peft_arena.matrix.execute import run_matrix
 from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.records import store
+from tests.support.faults import fault_env
 from tests.test_reliability_processes import (
     _env,
     _fault_lines,
@@ -72,8 +72,7 @@ def test_two_local_workers_record_each_cell_once_and_survive_kill_9(tmp_path, ti
     results, log = tmp_path / "results", tmp_path / "faults.log"
     args = [*_run_args(synth_task, tiny_bert, results, "lora,ia3"), "--workers", "2"]
     # lora and ia3 start together and wait in training: two cells in flight at the kill.
-    matrix = _start(args, **{FAULT_ENV: "sleep@train@__lora__,sleep@train@__ia3__",
-                             FAULT_LOG_ENV: str(log)})
+    matrix = _start(args, **fault_env("sleep@train@__lora__,sleep@train@__ia3__", log))
     _wait_for(lambda: len(_fault_lines(log)) == 2 or matrix.poll() is not None,
               "two cells in training at once")
     assert matrix.poll() is None, matrix.communicate()
@@ -104,8 +103,8 @@ def test_ray_local_cluster_driver_writes_records_and_a_lost_worker_fails_once(
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     log = tmp_path / "faults.log"
     # Set before the cluster starts: its workers (and so the cells) inherit it.
-    monkeypatch.setenv(FAULT_ENV, "sleep@train@__ia3__")
-    monkeypatch.setenv(FAULT_LOG_ENV, str(log))
+    for name, value in fault_env("sleep@train@__ia3__", log).items():
+        monkeypatch.setenv(name, value)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         results = tmp_path / "results"
@@ -143,8 +142,8 @@ def test_ray_local_cluster_driver_writes_records_and_a_lost_worker_fails_once(
 def test_slurm_path_through_submitit_local_jobs(tmp_path, monkeypatch, tiny_bert, synth_task):
     pytest.importorskip("submitit", reason="the slurm extra is not installed")
     results, log = tmp_path / "results", tmp_path / "faults.log"
-    monkeypatch.setenv(FAULT_ENV, "sleep@train@__ia3__")
-    monkeypatch.setenv(FAULT_LOG_ENV, str(log))
+    for name, value in fault_env("sleep@train@__ia3__", log).items():
+        monkeypatch.setenv(name, value)
     stop = threading.Event()
 
     def cancel_ia3_job() -> None:  # as scancel would: the job's process is interrupted

@@ -8,7 +8,8 @@ import json
 import pytest
 
 from peft_arena.cell.modeling import load_model
-from peft_arena.cell.optim import build_optimizer, is_head_parameter
+from peft_arena.cell.optim import build_optimizer
+from peft_arena.config.heads import is_head_parameter
 from peft_arena.config.spec import HASHED_WHEN_SET, CellSpec
 from peft_arena.errors import UserError
 from peft_arena.strategies import load_strategies

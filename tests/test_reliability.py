@@ -22,9 +22,12 @@ from peft_arena.config import yamlfile
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
 from peft_arena.matrix import cell_process as cell
-from peft_arena.matrix.execute import cell_lock, sweep_temp_files
+from peft_arena.matrix.execute import SPEC_SUFFIX, cell_lock, sweep_temp_files
+from peft_arena.measure.timing import PhaseTimer
 from peft_arena.records import store
+from peft_arena.records.schema import SCHEMA_VERSION
 from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
+from tests.support import faults
 
 PACKAGE = Path(__file__).resolve().parents[1] / "peft_arena"
 
@@ -37,7 +40,7 @@ def _tiny_spec(model: Path, task_file: Path, **overrides) -> CellSpec:
 
 
 def _record_for(spec: CellSpec) -> dict:
-    return {"schema_version": store.SCHEMA_VERSION, "cell_id": spec.cell_id, "status": "ok",
+    return {"schema_version": SCHEMA_VERSION, "cell_id": spec.cell_id, "status": "ok",
             "spec": spec.to_dict(), "metrics": {"accuracy": 0.5}, "error": None}
 
 
@@ -90,8 +93,9 @@ def test_a_fault_in_the_cell_process_is_a_failed_record(fault, error_type, tmp_p
     spec_file.write_text(json.dumps(spec.to_dict()))
     record_file = store.record_path(tmp_path / "results", spec.cell_id)
     log = tmp_path / "faults.log"
-    monkeypatch.setenv(cell.FAULT_ENV, fault)
-    monkeypatch.setenv(cell.FAULT_LOG_ENV, str(log))
+    monkeypatch.setenv(faults.FAULT_LOG_ENV, str(log))
+    monkeypatch.setattr(PhaseTimer, "phase",
+                        faults.faulty_phase([faults.Fault.parse(fault)], spec.cell_id))
     code = cell.main([str(spec_file), str(record_file), "", "--run-id", "run-7"])
     assert code == 1
     record = store.read_record(record_file)
@@ -106,12 +110,13 @@ def test_a_fault_in_the_cell_process_is_a_failed_record(fault, error_type, tmp_p
 
 
 def test_fault_settings_parse_and_a_malformed_one_is_a_user_error(monkeypatch):
-    monkeypatch.setenv(cell.FAULT_ENV, "oom@data@__lora__, kill@start")
-    assert cell.Fault.from_env() == [cell.Fault("oom", "data", "__lora__"),
-                                     cell.Fault("kill", "start", "")]
-    monkeypatch.setenv(cell.FAULT_ENV, "explode@train")
+    monkeypatch.setenv(faults.FAULT_ENV, "oom@data@__lora__, kill@start")
+    assert faults.Fault.from_env() == [faults.Fault("oom", "data", "__lora__"),
+                                       faults.Fault("kill", "start", "")]
+    monkeypatch.setenv(faults.FAULT_ENV, "explode@train")
     with pytest.raises(UserError, match="KIND@PHASE"):
-        cell.Fault.from_env()
+        faults.Fault.from_env()
+    assert faults.SPEC_SUFFIX == SPEC_SUFFIX  # how fault injection finds a cell's process
 
 
 def test_a_huge_learning_rate_really_diverges_and_is_recorded(tmp_path, tiny_bert, synth_task):

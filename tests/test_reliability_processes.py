@@ -1,9 +1,9 @@
 """Reliability across real processes: a failing cell, kill -9 and Ctrl-C at a known moment,
 then the same command again; two runs on one results folder at once.
 
-Cells run on the tiny BERT with a few dozen examples; the fault-injection hook of
-peft_arena.matrix.cell_process (PEFT_ARENA_FAULT) makes a chosen cell fail, or wait to be
-killed, at a chosen phase, and logs the moment (PEFT_ARENA_FAULT_LOG).
+Cells run on the tiny BERT with a few dozen examples; fault injection (tests.support.faults,
+PEFT_ARENA_FAULT) makes a chosen cell fail, or wait to be killed, at a chosen phase, and logs
+the moment (PEFT_ARENA_FAULT_LOG).
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 
 from peft_arena import cli
-from peft_arena.matrix.cell_process import FAULT_ENV, FAULT_LOG_ENV
 from peft_arena.records import store
+from tests.support.faults import FAULT_ENV, FAULT_LOG_ENV, fault_env
 from tests.test_reliability import make_custom_code_model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -131,7 +131,8 @@ def test_failing_cells_are_recorded_the_matrix_goes_on_and_retry_runs_only_them(
 
     # lora: an exception the cell records itself; ia3: the process dies by SIGKILL, as from
     # the kernel's out-of-memory killer, and the matrix records it.
-    monkeypatch.setenv(FAULT_ENV, "oom@data@__lora__,kill@start@__ia3__")
+    for name, value in fault_env("oom@data@__lora__,kill@start@__ia3__").items():
+        monkeypatch.setenv(name, value)
     code, output = _call_cli(monkeypatch, capsys, *args)
     assert code == 1, output
     assert "OutOfMemoryError in data" in output and "CellCrashed in process" in output
@@ -175,7 +176,7 @@ def test_kill_and_ctrl_c_at_any_moment_lose_nothing_and_resume(tmp_path, tiny_be
     results, log = tmp_path / "results", tmp_path / "faults.log"
     args = _run_args(synth_task, tiny_bert, results, "full,lora")
     # The lora cell waits in its training phase, where the test interrupts or kills it.
-    fault = {FAULT_ENV: "sleep@train@__lora__", FAULT_LOG_ENV: str(log)}
+    fault = fault_env("sleep@train@__lora__", log)
 
     def start_until_lora_sleeps() -> subprocess.Popen:
         fired = len(_fault_lines(log))

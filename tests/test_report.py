@@ -21,9 +21,10 @@ from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
 from peft_arena.measure.metrics import classification_metrics, confidence_summary, per_class_f1
-from peft_arena.records import store
+from peft_arena.records import builders, store
 from peft_arena.report import breakdown, charts, stats
 from peft_arena.report import build as report
+from peft_arena.report.results import labelled, load_frame, load_results, summarise
 from tests.conftest import KEYWORDS
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -64,7 +65,7 @@ def predictions(task: str, strategy: str, seed: int, accuracy: float) -> tuple[l
 def make_record(
     task: str, strategy: str, seed: int, accuracy: float | None, **spec_overrides: Any
 ) -> dict[str, Any]:
-    """A record shaped like the runner's (schema v1); accuracy None makes a failed cell.
+    """A record made by the runner's own builders; accuracy None makes a failed cell.
 
     Per-class F1 and the confidence summary are computed from the synthetic predictions with
     the runner's own metric functions, so they agree with accuracy as in a real record.
@@ -98,39 +99,26 @@ def make_record(
              "val_macro_f1": accuracy - 0.12 / e}
             for e in range(1, EPOCHS + 1)
         ]
-    return {
-        "schema_version": store.SCHEMA_VERSION,
-        "cell_id": spec.cell_id,
-        "status": "failed" if failed else "ok",
-        "spec": spec.to_dict(),
-        "resolved": {"label_names": labels},
-        "metrics": metrics,
-        "params": {
-            "trainable": trainable, "total": TOTAL, "trainable_pct": 100 * trainable / TOTAL,
-        },
-        "time": {
-            "total_s": train_s + 15.0,
-            "phases": {"data_s": 5.0, "tokenize_s": 2.0, "model_s": 1.0, "train_s": train_s,
-                       "eval_s": 7.0},
-            "train_samples_per_s": 1000.0 / train_s, "train_tokens_per_s": 64000.0 / train_s,
-            "eval_samples_per_s": 300.0,
-        },
-        "memory": {
-            "peak_bytes": int((PEAK_MIB.get(strategy, 500.0) + 10 * seed) * 1024**2),
-            "source": "cpu_rss",
-        },
-        "history": history,
-        "predictions": stored,
-        "error": {"type": "OutOfMemoryError", "message": "CUDA out of memory", "phase": "train"}
-        if failed else None,
-        "environment": {
-            "versions": {"torch": "2.4.1", "peft": "0.17.0"},
-            "hardware": {"cpu": "AMD EPYC 7B13", "gpu": None},
-            "precision": "fp32", "threads": 8, "git_commit": "a" * 40,
-        },
-        "started_at": "2025-01-01T00:00:00Z",
-        "finished_at": "2025-01-01T00:02:00Z",
-    }
+    memory = {"peak_bytes": int((PEAK_MIB.get(strategy, 500.0) + 10 * seed) * 1024**2),
+              "source": "cpu_rss"}
+    environment = {"versions": {"torch": "2.4.1", "peft": "0.17.0"},
+                   "hardware": {"cpu": "AMD EPYC 7B13", "gpu": None},
+                   "precision": "fp32", "git_commit": "a" * 40}
+    if failed:
+        error = {"type": "OutOfMemoryError", "message": "CUDA out of memory", "phase": "train",
+                 "traceback": None}
+        return builders.failed_record(spec, error, memory=memory, environment=environment)
+    return builders.ok_record(
+        spec, resolved={"label_names": labels}, metrics=metrics,
+        params={"trainable": trainable, "total": TOTAL, "trainable_pct": 100 * trainable / TOTAL},
+        time={"total_s": train_s + 15.0,
+              "phases": {"data_s": 5.0, "tokenize_s": 2.0, "model_s": 1.0, "train_s": train_s,
+                         "eval_s": 7.0},
+              "train_samples_per_s": 1000.0 / train_s, "train_tokens_per_s": 64000.0 / train_s,
+              "eval_samples_per_s": 300.0},
+        memory=memory, compute={}, history=history, best_step=None, stopped_early=False,
+        artifacts={"model_dir": None}, predictions=stored, environment=environment,
+        started_at="2025-01-01T00:00:00Z")
 
 
 def write(results: Path, record: dict[str, Any]) -> None:
@@ -251,7 +239,7 @@ def test_failed_cell_is_failed_not_zero(built: report.ReportResult) -> None:
 
 def test_partial_failure_keeps_the_successful_seeds(results: Path) -> None:
     write(results, make_record("imdb", "lora", 2, None))
-    row = summary_row(report.summarise(report.load_frame(results)), "imdb", "lora")
+    row = summary_row(summarise(load_frame(results)), "imdb", "lora")
     assert row["status"] == "partial" and row["n_seeds"] == 2 and row["n_failed"] == 1
     assert row["accuracy_mean"] == pytest.approx(0.875)  # the failed seed is not a 0
 
@@ -260,7 +248,7 @@ def test_two_configs_of_one_strategy_are_not_averaged(results: Path) -> None:
     base = make_record("imdb", "lora", 0, 0.1)["cell_id"].rsplit("__", 1)[-1]
     other = make_record("imdb", "lora", 0, 0.50, learning_rate=1e-3)
     write(results, other)
-    summary = report.summarise(report.load_frame(results))
+    summary = summarise(load_frame(results))
     imdb = summary[(summary["task"] == "imdb") & (summary["base_strategy"] == "lora")]
     expected = {f"lora@{base}": 0.875, f"lora@{other['cell_id'].rsplit('__', 1)[-1]}": 0.50}
     assert dict(zip(imdb["strategy"], imdb["accuracy_mean"], strict=True)) == pytest.approx(
@@ -318,7 +306,7 @@ def test_corrupt_and_foreign_files_are_skipped(results: Path) -> None:
     (folder / "broken.json").write_text('{"schema_version": 1, "spec": ')
     (folder / "foreign.json").write_text('{"name": "not a record"}')
     with pytest.warns(UserWarning) as caught:
-        frame = report.load_frame(results)
+        frame = load_frame(results)
     messages = " ".join(str(w.message) for w in caught)
     assert "broken.json" in messages and "foreign.json" in messages
     assert len(frame) == 13
@@ -329,7 +317,7 @@ def test_record_without_optional_parts_does_not_crash(tmp_path: Path) -> None:
                "spec": {"model": MODEL}, "status": "ok", "metrics": {"accuracy": 0.7},
                "params": None, "time": {"phases": "?"}, "environment": {"hardware": "x"}}
     store.write_record(store.record_path(tmp_path, minimal["cell_id"]), minimal)
-    frame = report.load_frame(tmp_path)
+    frame = load_frame(tmp_path)
     row = frame.iloc[0]
     assert (row["task"], row["strategy"], row["seed"]) == ("sst2", "lora", 3)
     assert row["config_hash"] == "0123456789" and row["accuracy"] == pytest.approx(0.7)
@@ -368,9 +356,9 @@ def test_human_count(count: float, text: str) -> None:
 
 def board(results: Path) -> tuple[pd.DataFrame, str]:
     """Summary with verdicts, and its leaderboard, without drawing charts."""
-    loaded = report.load_results(results)
+    loaded = load_results(results)
     summary = report.with_significance(
-        report.summarise(loaded.frame), loaded.frame, loaded.details
+        summarise(loaded.frame), loaded.frame, loaded.details
     )
     return summary, report.leaderboard_markdown(summary, "Provenance: test", [])
 
@@ -457,9 +445,9 @@ def test_many_classes_list_only_the_worst_ten(tmp_path: Path, monkeypatch) -> No
     names = [f"intent_{i:02d}" for i in range(15)]
     monkeypatch.setitem(LABELS, "banking", names)
     write(tmp_path, make_record("banking", "lora", 0, 0.6))
-    loaded = report.load_results(tmp_path)
-    section = breakdown.task_section("banking", report.labelled(loaded.frame),
-                                     report.summarise(loaded.frame), loaded.details)
+    loaded = load_results(tmp_path)
+    section = breakdown.task_section("banking", labelled(loaded.frame),
+                                     summarise(loaded.frame), loaded.details)
     assert "the 10 lowest of 15 classes" in "\n".join(section)
     shown = [line.split("|")[1].strip() for line in section if line.startswith("| intent_")]
     scores = next(iter(loaded.details.values())).per_class_f1
@@ -539,13 +527,13 @@ def test_html_is_self_contained_with_tables_and_embedded_charts(
 
 
 def test_confusion_matrices_from_stored_predictions(results: Path) -> None:
-    loaded = report.load_results(results)
+    loaded = load_results(results)
     out = results / "charts" / "confusion"
-    paths = charts.write_confusions(report.labelled(loaded.frame), out, "label", loaded.details)
+    paths = charts.write_confusions(labelled(loaded.frame), out, "label", loaded.details)
     expected = sorted({f"{t}__{s}.png" for (t, s) in ACCURACY})  # the failed cell has none
     assert sorted(p.name for p in paths) == expected == sorted(p.name for p in out.glob("*"))
     assert all(p.read_bytes()[:4] == b"\x89PNG" for p in paths)
-    summary = report.summarise(loaded.frame)
+    summary = summarise(loaded.frame)
     markdown = report.leaderboard_markdown(summary, "Provenance: test", paths, base=results)
     assert "[Confusion matrix: imdb, lora](charts/confusion/imdb__lora.png)" in markdown
 
@@ -603,3 +591,41 @@ def test_points_on_top_of_each_other_share_one_label() -> None:
                            "cost": [22.7e6, 74_498, 74_498], "accuracy": [0.746, 0.815, 0.816]})
     clusters = _label_clusters(points, "strategy")
     assert [names for names, _, _ in clusters] == [["lora", "qlora"], ["full"]]
+
+
+# --- AdaLoRA ranks and tree state -------------------------------------------------------------
+
+
+def test_adalora_section_shows_where_the_rank_budget_moved(tmp_path: Path) -> None:
+    for seed, (query, value) in enumerate(((14, 2), (12, 4))):
+        record = make_record("banking", "adalora", seed, 0.8)
+        record["strategy_state"] = {
+            "rank_pattern": {"bert.encoder.layer.0.attention.self.query": query,
+                             "bert.encoder.layer.0.attention.self.value": value},
+            "init_r": 12, "target_r": 8, "reallocated": True}
+        write(tmp_path, record)
+    write(tmp_path, make_record("banking", "lora", 0, 0.8))  # no ranks: not in the section
+    loaded = report.load_results(tmp_path)
+    section = "\n".join(breakdown.task_section("banking", report.labelled(loaded.frame),
+                                               report.summarise(loaded.frame), loaded.details))
+    assert "every module started at rank adalora 12" in section
+    rows = {line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in section.splitlines() if line.startswith("| ")}
+    assert rows["module"] == "adalora"  # the header: one column per AdaLoRA config
+    assert rows["query"] == "13.0" and rows["value"] == "3.0"  # mean over the two seeds
+    assert rows["total"] == "16"
+
+
+@pytest.mark.parametrize(("flags", "text"), [
+    ((False, False), "(clean tree)"),
+    ((True, False), "(uncommitted changes in the tree for 1 of 2 records)"),
+    ((None, None), "(tree state not recorded)"),
+])
+def test_provenance_line_says_whether_the_tree_was_dirty(tmp_path: Path, flags, text) -> None:
+    for seed, dirty in enumerate(flags):
+        record = make_record("banking", "lora", seed, 0.8)
+        if dirty is not None:
+            record["environment"]["git_dirty"] = dirty
+        write(tmp_path, record)
+    line = report.provenance_line(report.load_results(tmp_path).frame)
+    assert f"git commit: {'a' * 10} {text}" in line

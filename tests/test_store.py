@@ -7,8 +7,8 @@ import json
 import pytest
 
 from peft_arena.config.spec import CellSpec
+from peft_arena.records.schema import SCHEMA_VERSION
 from peft_arena.records.store import (
-    SCHEMA_VERSION,
     iter_records,
     read_record,
     record_path,

@@ -12,21 +12,16 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-CACHE_ENV = "PEFT_ARENA_CACHE"
+from peft_arena.config.paths import token_cache_dir
+
 # Examples are sorted by length within windows of this many batches: enough to cut padding,
 # few enough that batch composition still varies between epochs.
 GROUP_WINDOW_BATCHES = 50
-
-
-def cache_dir() -> Path:
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "peft-arena"
-    return Path(os.environ.get(CACHE_ENV, default)) / "tokens"
 
 
 class TokenizedSplit:
@@ -89,7 +84,7 @@ def tokenize(texts: Sequence[str], labels: np.ndarray, tokenizer, max_length: in
     """(split, cache_hit). The cache key covers the tokenizer, max length and every text, so a
     changed input can never be served stale ids."""
     key = _cache_key(texts, tokenizer_fingerprint(tokenizer), max_length)
-    path = cache_dir() / f"{key}.npz"
+    path = token_cache_dir() / f"{key}.npz"
     if use_cache and path.exists():
         try:
             with np.load(path) as stored:

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from peft_arena.config.tasks import TaskSpec
+from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import TaskSpec, resolve_task
 from peft_arena.errors import UserError
 
 DATA_DIR_ENV = "PEFT_ARENA_DATA_DIR"
@@ -269,3 +270,11 @@ def load_task_data(
         seed=seed,
         origin=origin,
     )
+
+
+def load_cell_data(spec: CellSpec, data_dir: str | Path | None) -> TaskData:
+    """The data a cell trains, validates and tests on, as its settings choose it."""
+    return load_task_data(resolve_task(spec.task_source), resolve_data_dir(data_dir),
+                          val_fraction=spec.val_fraction,
+                          max_train_samples=spec.max_train_samples,
+                          max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)

@@ -20,16 +20,9 @@ hf_logging.disable_progress_bar()
 
 
 def load_tokenizer(model: str, *, trust_remote_code: bool = False):
-    path = resolve_model_path(model)
-    try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except ValueError as exc:
-        raise _remote_code_error(model, exc) from None
-    except OSError as exc:
-        raise UserError(
-            f"Could not load a tokenizer for model {model!r} ({str(exc).splitlines()[0]}); "
-            f"give a local model folder or a Hub id you can reach."
-        ) from None
+    with _loading(model, "a tokenizer for model"):
+        return AutoTokenizer.from_pretrained(resolve_model_path(model),
+                                             trust_remote_code=trust_remote_code)
 
 
 def load_model(model: str, label_names: list[str], *, on_gpu: bool,
@@ -41,7 +34,7 @@ def load_model(model: str, label_names: list[str], *, on_gpu: bool,
     # On CPU the eager attention kernels train ~2x faster than SDPA's (profiled on MiniLM,
     # bf16: SDPA's backward took 41% of a step); on GPU SDPA wins.
     attention = attention or ("sdpa" if on_gpu else "eager")
-    try:
+    with _loading(model, "model"):
         return AutoModelForSequenceClassification.from_pretrained(
             path,
             num_labels=len(label_names),
@@ -53,13 +46,6 @@ def load_model(model: str, label_names: list[str], *, on_gpu: bool,
             use_safetensors=True if _offers_safetensors(path) else None,
             **load_kwargs,
         )
-    except ValueError as exc:
-        raise _remote_code_error(model, exc) from None
-    except OSError as exc:
-        raise UserError(
-            f"Could not load model {model!r} ({str(exc).splitlines()[0]}); "
-            f"give a local model folder or a Hub id you can reach."
-        ) from None
 
 
 def transformers_model(model: torch.nn.Module) -> torch.nn.Module:
@@ -97,30 +83,21 @@ def _offers_safetensors(path: str) -> bool:
     return folder.is_dir() and any(folder.glob("*.safetensors"))  # single file or shards
 
 
-def _remote_code_error(model: str, exc: ValueError) -> Exception:
-    """A UserError when the model wants to run its own code; other errors stay as they are."""
-    if "trust_remote_code" not in str(exc):
-        return exc
-    return UserError(
-        f"Model {model!r} ships its own Python code, which peft-arena does not run by default; "
-        f"pass --trust-remote-code if you trust its source."
-    )
-
-
-def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total), with 4-bit weights counted as the unquantized values they hold."""
-    if hasattr(model, "get_nb_trainable_parameters"):
-        trainable, total = model.get_nb_trainable_parameters()  # PEFT knows packed 4-bit
-        return int(trainable), int(total)
-    trainable = total = 0
-    for param in model.parameters():
-        count = parameter_numel(param)
-        total += count
-        trainable += count if param.requires_grad else 0
-    return trainable, total
-
-
-def parameter_numel(param: torch.Tensor) -> int:
-    """How many values a parameter holds: a packed 4-bit weight stores two per byte."""
-    count = param.numel()
-    return count * 2 if param.__class__.__name__ == "Params4bit" else count
+@contextmanager
+def _loading(model: str, what: str) -> Iterator[None]:
+    """Loading failures as one-line UserErrors: a model that wants to run its own code, or one
+    that cannot be found or read. Other errors stay as they are."""
+    try:
+        yield
+    except ValueError as exc:
+        if "trust_remote_code" not in str(exc):
+            raise
+        raise UserError(
+            f"Model {model!r} ships its own Python code, which peft-arena does not run by "
+            f"default; pass --trust-remote-code if you trust its source."
+        ) from None
+    except OSError as exc:
+        raise UserError(
+            f"Could not load {what} {model!r} ({str(exc).splitlines()[0]}); "
+            f"give a local model folder or a Hub id you can reach."
+        ) from None

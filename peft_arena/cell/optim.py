@@ -10,14 +10,7 @@ from __future__ import annotations
 
 import torch
 
-# Module names of the newly initialised classification head across architectures (BERT and
-# RoBERTa: classifier; DistilBERT: pre_classifier + classifier; decoders: score). PEFT keeps a
-# trainable copy under the same name (`classifier.modules_to_save.default`).
-HEAD_MODULE_NAMES = frozenset({"classifier", "pre_classifier", "score"})
-
-
-def is_head_parameter(name: str) -> bool:
-    return not HEAD_MODULE_NAMES.isdisjoint(name.split("."))
+from peft_arena.config.heads import is_head_parameter
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,

@@ -1,15 +1,19 @@
-"""One cell, start to end: data -> tokens -> model -> strategy -> train -> evaluate -> record.
+"""One cell in steps: set up -> data -> model -> train -> [save] -> test -> measure -> record.
 
-The runner knows the `Strategy` interface only; it never asks which strategy it runs.
-It is meant to run in a process of its own (see matrix.py) so that peak memory is the cell's.
+Each step is a method of `Cell` that returns a small dataclass, and opens the phase of the
+same name on the cell's timer. Two entry points compose them: `run_cell` (every step; an ok
+record) and `train_cell` (up to training; what a hyper-parameter search needs, which must
+never look at the test split).
+
+The runner knows the `Strategy` interface only; it never asks which strategy it runs. It is
+meant to run in a process of its own (see matrix.execute) so that peak memory is the cell's.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import math
-import traceback
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +35,15 @@ from peft_arena.cell.batching import (
     sorted_batches,
     tokenize,
 )
-from peft_arena.cell.data import load_task_data, resolve_data_dir
+from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.frozen_weights import frozen_linear_weights_in
 from peft_arena.cell.loop import EvalCallback, EvalResult, TrainResult, evaluate, train_epochs
-from peft_arena.cell.modeling import count_parameters, load_model, load_tokenizer
+from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
-from peft_arena.cell.precision import resolve_precision
+from peft_arena.cell.precision import Precision, resolve_precision
+from peft_arena.cell.saving import save_trained_model, saved_model_dir
 from peft_arena.config.spec import CellSpec
-from peft_arena.config.tasks import resolve_task
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -47,15 +52,88 @@ from peft_arena.measure.memory import (
     weights_bytes,
 )
 from peft_arena.measure.metrics import per_class_f1
+from peft_arena.measure.params import count_parameters
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
-from peft_arena.records.store import SCHEMA_VERSION, write_record
-from peft_arena.strategies import load_strategies
-from peft_arena.tools.export import save_trained_model, saved_model_dir
+from peft_arena.records import builders
+from peft_arena.records.schema import Metrics, Predictions, Record, Resolved, Time
+from peft_arena.records.store import results_dir_of, write_record
+from peft_arena.strategies import Strategy, load_strategies
+
+SPLITS = ("train", "val", "test")
 
 
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+@dataclass
+class Setup:
+    started_at: str
+    precision: Precision
+    poller: GpuMemoryPoller | None  # GPU memory, polled while the cell runs
+    accelerator: Accelerator
+    strategy: Strategy
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.accelerator.device.type == "cuda"
+
+
+@dataclass
+class Inputs:
+    """The cell's data, tokenized and batched."""
+
+    label_names: list[str]
+    splits: dict[str, TokenizedSplit]  # train, val, test
+    cache_hits: list[str]  # splits whose token ids came from the cache
+    tokenizer: Any
+    loaders: dict[str, DataLoader]
+    test_batches: list[list[int]]  # the test split's order of evaluation
+    total_steps: int
+
+
+@dataclass
+class Built:
+    """The model ready to train, with its optimizer and schedule (all prepared by Accelerate)."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loaders: dict[str, DataLoader]
+    trainable: int
+    total: int
+
+
+@dataclass
+class Measured:
+    adapter_bytes: int
+    weights_bytes: int
+    compute: dict[str, Any]
+
+
+@dataclass
+class TrainingOutcome:
+    """What `train_cell` returns: training and validation only."""
+
+    spec: CellSpec
+    result: TrainResult
+    trainable: int
+    total: int
+    total_s: float
+    phases: dict[str, float]
+
+    @property
+    def val_accuracy(self) -> float | None:
+        return _val_metrics(self.result)["val_accuracy"]
+
+    @property
+    def train_s(self) -> float:
+        return self.phases["train_s"]
+
+    def record(self) -> Record:
+        return builders.partial_record(
+            self.spec, metrics=_val_metrics(self.result),
+            params={"trainable": self.trainable, "total": self.total},
+            time={"total_s": self.total_s, "phases": self.phases},
+            history=self.result.history, best_step=self.result.best_step,
+            stopped_early=self.result.stopped_early)
 
 
 def _loader(split: TokenizedSplit, pad_id: int, batch_sampler: Any) -> DataLoader:
@@ -63,179 +141,240 @@ def _loader(split: TokenizedSplit, pad_id: int, batch_sampler: Any) -> DataLoade
                       collate_fn=Collator(split, pad_id))
 
 
-def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
-             timer: PhaseTimer | None = None, *, results_dir: Path | None = None,
-             on_evaluate: EvalCallback | None = None,
-             evaluate_test: bool = True, trust_remote_code: bool = False) -> dict[str, Any]:
-    """Run one cell and return its record (status "ok"); exceptions propagate to the caller,
-    and `timer.current` then names the phase that failed. `trust_remote_code` lets the model
-    run its own Python code (the user's explicit `--trust-remote-code` only).
+class Cell:
+    """The steps of one cell. Exceptions propagate, and `timer.current` then names the phase
+    that failed. `trust_remote_code` lets the model run its own Python code (the user's
+    explicit `--trust-remote-code` only). `results_dir` is where `spec.save_model` and a
+    TensorBoard tracker write; `on_evaluate` sees every validation pass."""
 
-    `results_dir` is where `spec.save_model` and a TensorBoard tracker write. `on_evaluate`
-    sees every validation pass. Without `evaluate_test` (a hyper-parameter search, which must
-    never look at the test split) the cell stops after training and returns a partial record
-    with its history, validation metrics, parameter counts and timings.
-    """
-    timer = timer or PhaseTimer()
-    started = _now()
-    with timer.phase("setup"):
-        precision = resolve_precision(spec.precision)
-        # Created before anything allocates on the GPU, so that its baseline shows other
-        # processes only.
-        poller = GpuMemoryPoller.for_torch_device(0) if torch.cuda.is_available() else None
-        # Accelerate keeps one state per process and refuses a second precision in it; a
-        # process running several cells (the Python API, `tune`) starts each one afresh.
-        AcceleratorState._reset_state()
-        accelerator = Accelerator(mixed_precision=precision.accelerate_name,
-                                  cpu=not torch.cuda.is_available(),
-                                  dataloader_config=distributed.dataloader_config(),
-                                  **trackers.accelerator_kwargs(spec, results_dir))
-        trackers.start(accelerator, spec)
-        on_gpu = accelerator.device.type == "cuda"
-        strategy = load_strategies().get(spec.strategy)(spec)
-    with poller or nullcontext():
-        with timer.phase("data"), progress.status(f"loading {spec.task} data"):
-            task = resolve_task(spec.task_file or spec.task)
-            data = load_task_data(task, resolve_data_dir(data_dir), val_fraction=spec.val_fraction,
-                                  max_train_samples=spec.max_train_samples,
-                                  max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
-        with timer.phase("tokenize"), progress.status("tokenizing"):
-            tokenizer = load_tokenizer(spec.model, trust_remote_code=trust_remote_code)
-            splits = {name: tokenize(split.texts, split.labels, tokenizer, spec.max_length)
-                      for name, split in (("train", data.train), ("val", data.val),
-                                          ("test", data.test))}
-            train, val, test = (splits[n][0] for n in ("train", "val", "test"))
+    def __init__(self, spec: CellSpec, data_dir: str | Path | None = None, *,
+                 timer: PhaseTimer | None = None, results_dir: Path | None = None,
+                 on_evaluate: EvalCallback | None = None,
+                 trust_remote_code: bool = False) -> None:
+        self.spec, self.data_dir, self.results_dir = spec, data_dir, results_dir
+        self.timer = timer or PhaseTimer()
+        self.on_evaluate, self.trust_remote_code = on_evaluate, trust_remote_code
+
+    # ------------------------------------------------------------------ steps
+
+    def set_up(self) -> Setup:
+        spec = self.spec
+        started_at = builders.utc_now()
+        with self.timer.phase("setup"):
+            precision = resolve_precision(spec.precision)
+            # Created before anything allocates on the GPU, so that its baseline shows other
+            # processes only.
+            poller = GpuMemoryPoller.for_torch_device(0) if torch.cuda.is_available() else None
+            # Accelerate keeps one state per process and refuses a second precision in it; a
+            # process running several cells (the Python API, `tune`) starts each one afresh.
+            AcceleratorState._reset_state()
+            accelerator = Accelerator(mixed_precision=precision.accelerate_name,
+                                      cpu=not torch.cuda.is_available(),
+                                      dataloader_config=distributed.dataloader_config(),
+                                      **trackers.accelerator_kwargs(spec, self.results_dir))
+            trackers.start(accelerator, spec)
+            strategy = load_strategies().get(spec.strategy)(spec)
+        return Setup(started_at, precision, poller, accelerator, strategy)
+
+    def load_data(self) -> Inputs:
+        spec = self.spec
+        with self.timer.phase("data"), progress.status(f"loading {spec.task} data"):
+            data = load_cell_data(spec, self.data_dir)
+        with self.timer.phase("tokenize"), progress.status("tokenizing"):
+            tokenizer = load_tokenizer(spec.model, trust_remote_code=self.trust_remote_code)
+            tokenized = {name: tokenize(split.texts, split.labels, tokenizer, spec.max_length)
+                         for name, split in zip(SPLITS, (data.train, data.val, data.test),
+                                                strict=True)}
+            splits = {name: split for name, (split, _) in tokenized.items()}
             pad_id = tokenizer.pad_token_id or 0
-            train_loader = _loader(train, pad_id, LengthGroupedBatchSampler(
-                train.lengths, spec.batch_size, spec.seed))
-            val_loader = _loader(val, pad_id, distributed.SizedBatches(
-                sorted_batches(val.lengths, spec.eval_batch_size), spec.eval_batch_size))
-            test_batches = sorted_batches(test.lengths, spec.eval_batch_size)
-            test_loader = _loader(test, pad_id, distributed.SizedBatches(
-                test_batches, spec.eval_batch_size))
-            total_steps = max(1, math.ceil(len(train_loader) * spec.epochs))
+            test_batches = sorted_batches(splits["test"].lengths, spec.eval_batch_size)
+            loaders = {
+                "train": _loader(splits["train"], pad_id, LengthGroupedBatchSampler(
+                    splits["train"].lengths, spec.batch_size, spec.seed)),
+                "val": _loader(splits["val"], pad_id, distributed.SizedBatches(
+                    sorted_batches(splits["val"].lengths, spec.eval_batch_size),
+                    spec.eval_batch_size)),
+                "test": _loader(splits["test"], pad_id, distributed.SizedBatches(
+                    test_batches, spec.eval_batch_size)),
+            }
+            total_steps = max(1, math.ceil(len(loaders["train"]) * spec.epochs))
+        return Inputs(data.label_names, splits,
+                      [name for name, (_, hit) in tokenized.items() if hit], tokenizer,
+                      loaders, test_batches, total_steps)
 
-        with timer.phase("model"):
+    def build_model(self, setup: Setup, inputs: Inputs) -> Built:
+        spec = self.spec
+        with self.timer.phase("model"):
             set_seed(spec.seed)  # before the head and the adapters draw their initial weights
-            model = load_model(spec.model, data.label_names, on_gpu=on_gpu,
-                               trust_remote_code=trust_remote_code,
-                               **strategy.load_kwargs(precision.compute_dtype))
-            model = strategy.wrap(model, total_steps)
-            if not on_gpu:
+            model = load_model(spec.model, inputs.label_names, on_gpu=setup.on_gpu,
+                               trust_remote_code=self.trust_remote_code,
+                               **setup.strategy.load_kwargs(setup.precision.compute_dtype))
+            model = setup.strategy.wrap(model, inputs.total_steps)
+            if not setup.on_gpu:
                 use_fast_dropout(model)
             trainable, total = count_parameters(model)
             optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
                                         spec.head_learning_rate)
             scheduler = get_scheduler(spec.lr_scheduler, optimizer,
-                                      num_warmup_steps=int(spec.warmup_ratio * total_steps),
-                                      num_training_steps=total_steps)
-            model, optimizer, train_loader, val_loader, test_loader, scheduler = (
-                accelerator.prepare(model, optimizer, train_loader, val_loader, test_loader,
-                                    scheduler))
+                                      num_warmup_steps=int(spec.warmup_ratio
+                                                           * inputs.total_steps),
+                                      num_training_steps=inputs.total_steps)
+            loaders = inputs.loaders
+            model, optimizer, train, val, test, scheduler = setup.accelerator.prepare(
+                model, optimizer, loaders["train"], loaders["val"], loaders["test"], scheduler)
+        return Built(model, optimizer, scheduler, {"train": train, "val": val, "test": test},
+                     trainable, total)
 
-        with timer.phase("train"):
-            trained = train_epochs(model, strategy, optimizer, scheduler, train_loader,
-                                   val_loader, accelerator, spec, total_steps, on_evaluate,
-                                   timer=timer)
-            history = trained.history
-            # The whole cell's work, over every rank of a multi-device cell.
-            train_samples, train_tokens = distributed.sum_over_ranks(
-                accelerator, trained.samples, trained.tokens)
-        if not evaluate_test:
-            return _training_summary(spec, trained, trainable, total, timer)
-        model_dir = None
-        if spec.save_model and results_dir is not None:
-            with timer.phase("save"):
-                model_dir = saved_model_dir(results_dir, spec.cell_id)
-                save_trained_model(accelerator.unwrap_model(model), tokenizer, spec,
-                                   data.label_names, model_dir)
-        with timer.phase("eval"):
-            result = evaluate(model, test_loader, accelerator, "test")
-            [eval_tokens] = distributed.sum_over_ranks(accelerator, result.tokens)
-        with timer.phase("measure"):
-            final_model = accelerator.unwrap_model(model)
-            adapter_bytes = saved_size_bytes(final_model)
-            model_weights_bytes = weights_bytes(final_model)
-            compute = distributed.scale_peak(compute_report(
-                final_model, train_tokens=train_tokens,
-                sum_squared_lengths=trained_sum_squared_lengths(train.lengths, train_samples),
-                train_seconds=timer.phases["train_s"], device=accelerator.device,
-                dtype=precision.compute_dtype), accelerator.num_processes)
-    memory = memory_report(poller, model_weights_bytes)  # last: peak RSS is a lifetime figure
-    rank_peaks = distributed.per_rank(accelerator, memory["peak_bytes"])
-    if len(rank_peaks) > 1 and any(p is not None for p in rank_peaks):
-        memory["peak_bytes"] = max(p for p in rank_peaks if p is not None)
-    provenance = environment(precision.name)
-    phases = timer.phases
-    record = {
-        "schema_version": SCHEMA_VERSION,
-        "cell_id": spec.cell_id,
-        "status": "ok",
-        "spec": spec.to_dict(),
-        "resolved": {
-            "model_path": str(getattr(model, "name_or_path", "")) or spec.model,
-            "trust_remote_code": trust_remote_code,
-            "peft_config": _peft_config(accelerator.unwrap_model(model)),
-            "precision": precision.name,
-            "attn_implementation": _attn(accelerator.unwrap_model(model)),
-            "train_examples": len(train), "val_examples": len(val), "test_examples": len(test),
-            "label_names": data.label_names,
-            "total_steps": total_steps,
-            "tokenize_cache_hits": [name for name, (_, hit) in splits.items() if hit],
-            "data_fingerprint": {n: s.fingerprint() for n, s in (("train", train), ("val", val),
-                                                                  ("test", test))},
-        },
-        "metrics": {"accuracy": result.accuracy, "macro_f1": result.macro_f1,
-                    "eval_loss": result.loss,
-                    # The pass whose weights were tested: the best one under early stopping.
-                    **_val_metrics(trained),
-                    "per_class_f1": per_class_f1(result.y_true, result.y_pred, data.label_names),
-                    "confidence": result.confidence},
-        "params": {"trainable": trainable, "total": total,
-                   "trainable_pct": 100.0 * trainable / total,
-                   # What save_pretrained writes: the adapter (and head), or the whole model.
-                   "adapter_bytes": adapter_bytes},
-        "time": {
-            "total_s": timer.total(),
-            "phases": phases,
-            "train_samples_per_s": train_samples / phases["train_s"],
-            "train_tokens_per_s": train_tokens / phases["train_s"],
-            "eval_samples_per_s": result.samples / phases["eval_s"],
-            "eval_tokens_per_s": eval_tokens / phases["eval_s"],
-        },
-        "memory": {**memory, "batch_size": spec.batch_size, "max_length": spec.max_length},
-        "compute": compute,
-        "history": history,
-        "best_step": trained.best_step,
-        "stopped_early": trained.stopped_early,
-        "artifacts": {"model_dir": str(model_dir.relative_to(results_dir)) if model_dir else None},
-        "predictions": _test_predictions(result, test_batches),
-        "error": None,
-        "environment": provenance,
-        "execution": distributed.execution_section(accelerator, rank_peaks,
-                                                   provenance["hardware"], precision.name),
-        "started_at": started,
-        "finished_at": _now(),
-    }
-    accelerator.log({"test_accuracy": result.accuracy, "test_macro_f1": result.macro_f1,
-                     "test_loss": result.loss}, step=history[-1]["step"] if history else 0)
-    accelerator.end_training()
-    return record
+    def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
+        with (self.timer.phase("train"),
+              frozen_linear_weights_in(built.model, setup.precision.compute_dtype)):
+            trained = train_epochs(built.model, setup.strategy, built.optimizer,
+                                   built.scheduler, built.loaders["train"],
+                                   built.loaders["val"], setup.accelerator, self.spec,
+                                   inputs.total_steps, self.on_evaluate, timer=self.timer)
+        # The whole cell's work, over every rank of a multi-device cell.
+        trained.samples, trained.tokens = distributed.sum_over_ranks(
+            setup.accelerator, trained.samples, trained.tokens)
+        return trained
+
+    def save(self, setup: Setup, inputs: Inputs, built: Built) -> Path | None:
+        """The trained weights for `export`, when the spec asks and there is a results folder."""
+        if not (self.spec.save_model and self.results_dir is not None):
+            return None
+        with self.timer.phase("save"):
+            model_dir = saved_model_dir(self.results_dir, self.spec.cell_id)
+            save_trained_model(setup.accelerator.unwrap_model(built.model), inputs.tokenizer,
+                               self.spec, inputs.label_names, model_dir)
+        return model_dir
+
+    def test(self, setup: Setup, built: Built) -> EvalResult:
+        with self.timer.phase("eval"):
+            tested = evaluate(built.model, built.loaders["test"], setup.accelerator, "test")
+            [tested.tokens] = distributed.sum_over_ranks(setup.accelerator, tested.tokens)
+            return tested
+
+    def measure(self, setup: Setup, inputs: Inputs, built: Built,
+                trained: TrainResult) -> Measured:
+        with self.timer.phase("measure"):
+            final_model = setup.accelerator.unwrap_model(built.model)
+            return Measured(
+                saved_size_bytes(final_model), weights_bytes(final_model),
+                distributed.scale_peak(compute_report(
+                    final_model, train_tokens=trained.tokens,
+                    sum_squared_lengths=trained_sum_squared_lengths(
+                        inputs.splits["train"].lengths, trained.samples),
+                    train_sequences=trained.samples, batch_size=self.spec.batch_size,
+                    train_seconds=self.timer.phases["train_s"],
+                    device=setup.accelerator.device, dtype=setup.precision.compute_dtype),
+                    setup.accelerator.num_processes))
+
+    # ------------------------------------------------------------------ entry points
+
+    def _up_to_training(self, setup: Setup) -> tuple[Inputs, Built, TrainResult]:
+        inputs = self.load_data()
+        built = self.build_model(setup, inputs)
+        return inputs, built, self.train(setup, inputs, built)
+
+    def train_only(self) -> TrainingOutcome:
+        setup = self.set_up()
+        with setup.poller or nullcontext():
+            _, built, trained = self._up_to_training(setup)
+        return TrainingOutcome(self.spec, trained, built.trainable, built.total,
+                               self.timer.total(), self.timer.phases)
+
+    def run(self) -> Record:
+        setup = self.set_up()
+        with setup.poller or nullcontext():
+            inputs, built, trained = self._up_to_training(setup)
+            model_dir = self.save(setup, inputs, built)
+            tested = self.test(setup, built)
+            measured = self.measure(setup, inputs, built, trained)
+        memory = memory_report(setup.poller, measured.weights_bytes)  # last: a lifetime peak
+        rank_peaks = distributed.per_rank(setup.accelerator, memory["peak_bytes"])
+        if len(rank_peaks) > 1 and any(p is not None for p in rank_peaks):
+            memory["peak_bytes"] = max(p for p in rank_peaks if p is not None)
+        provenance = environment(setup.precision.name)
+        record = builders.ok_record(
+            self.spec, resolved=self._resolved(setup, inputs, built),
+            metrics=self._metrics(inputs, trained, tested),
+            params={"trainable": built.trainable, "total": built.total,
+                    "trainable_pct": 100.0 * built.trainable / built.total,
+                    "adapter_bytes": measured.adapter_bytes},
+            time=self._time(trained, tested),
+            memory={**memory, "batch_size": self.spec.batch_size,
+                    "max_length": self.spec.max_length},
+            compute=measured.compute, history=trained.history, best_step=trained.best_step,
+            stopped_early=trained.stopped_early,
+            strategy_state=setup.strategy.final_state(setup.accelerator.unwrap_model(built.model)),
+            artifacts={"model_dir": str(model_dir.relative_to(self.results_dir))
+                       if model_dir and self.results_dir else None},
+            predictions=_test_predictions(tested, inputs.test_batches),
+            environment=provenance, started_at=setup.started_at,
+            execution=distributed.execution_section(setup.accelerator, rank_peaks,
+                                                    provenance["hardware"],
+                                                    setup.precision.name))
+        setup.accelerator.log({"test_accuracy": tested.accuracy, "test_macro_f1": tested.macro_f1,
+                               "test_loss": tested.loss},
+                              step=trained.history[-1]["step"] if trained.history else 0)
+        setup.accelerator.end_training()
+        return record
+
+    # ------------------------------------------------------------------ record sections
+
+    def _resolved(self, setup: Setup, inputs: Inputs, built: Built) -> Resolved:
+        model = setup.accelerator.unwrap_model(built.model)
+        splits = inputs.splits
+        return {
+            "model_path": str(getattr(built.model, "name_or_path", "")) or self.spec.model,
+            "trust_remote_code": self.trust_remote_code,
+            "peft_config": _peft_config(model),
+            "precision": setup.precision.name,
+            "attn_implementation": getattr(getattr(model, "config", None),
+                                           "_attn_implementation", None),
+            "train_examples": len(splits["train"]), "val_examples": len(splits["val"]),
+            "test_examples": len(splits["test"]),
+            "label_names": inputs.label_names,
+            "total_steps": inputs.total_steps,
+            "tokenize_cache_hits": inputs.cache_hits,
+            "data_fingerprint": {name: splits[name].fingerprint() for name in SPLITS},
+        }
+
+    @staticmethod
+    def _metrics(inputs: Inputs, trained: TrainResult, tested: EvalResult) -> Metrics:
+        return {"accuracy": tested.accuracy, "macro_f1": tested.macro_f1,
+                "eval_loss": tested.loss,
+                # The pass whose weights were tested: the best one under early stopping.
+                **_val_metrics(trained),
+                "per_class_f1": per_class_f1(tested.y_true, tested.y_pred, inputs.label_names),
+                "confidence": tested.confidence}
+
+    def _time(self, trained: TrainResult, tested: EvalResult) -> Time:
+        phases = self.timer.phases
+        return {"total_s": self.timer.total(), "phases": phases,
+                "train_samples_per_s": trained.samples / phases["train_s"],
+                "train_tokens_per_s": trained.tokens / phases["train_s"],
+                "eval_samples_per_s": tested.samples / phases["eval_s"],
+                "eval_tokens_per_s": tested.tokens / phases["eval_s"]}
 
 
-def _val_metrics(trained: TrainResult) -> dict[str, float | None]:
+def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
+             timer: PhaseTimer | None = None, *, results_dir: Path | None = None,
+             on_evaluate: EvalCallback | None = None,
+             trust_remote_code: bool = False) -> Record:
+    """Run every step of one cell and return its ok record (see `Cell`)."""
+    return Cell(spec, data_dir, timer=timer, results_dir=results_dir, on_evaluate=on_evaluate,
+                trust_remote_code=trust_remote_code).run()
+
+
+def train_cell(spec: CellSpec, data_dir: str | Path | None = None, *,
+               on_evaluate: EvalCallback | None = None) -> TrainingOutcome:
+    """Train and validate one cell, never touching its test split (a search trial)."""
+    return Cell(spec, data_dir, on_evaluate=on_evaluate).train_only()
+
+
+def _val_metrics(trained: TrainResult) -> Metrics:
     final = trained.final or {}
     return {"val_accuracy": final.get("val_accuracy"), "val_macro_f1": final.get("val_macro_f1")}
-
-
-def _training_summary(spec: CellSpec, trained: TrainResult, trainable: int, total: int,
-                      timer: PhaseTimer) -> dict[str, Any]:
-    """The part of a record that training alone produces (no test split was touched)."""
-    return {"cell_id": spec.cell_id, "spec": spec.to_dict(), "metrics": _val_metrics(trained),
-            "params": {"trainable": trainable, "total": total},
-            "time": {"total_s": timer.total(), "phases": timer.phases},
-            "history": trained.history, "best_step": trained.best_step,
-            "stopped_early": trained.stopped_early}
 
 
 def _peft_config(model: torch.nn.Module) -> dict[str, Any] | None:
@@ -247,42 +386,16 @@ def _peft_config(model: torch.nn.Module) -> dict[str, Any] | None:
             if k != "rank_pattern"}
 
 
-def _test_predictions(result: EvalResult, batches: list[list[int]]) -> dict[str, list[int]]:
+def _test_predictions(result: EvalResult, batches: list[list[int]]) -> Predictions:
     """Test labels and predictions in the split's own order (evaluation runs sorted by
-    length), so two cells that share a test split can be compared example by example."""
+    length)."""
     order = np.concatenate(batches)
     restored = {}
     for name, values in (("y_true", result.y_true), ("y_pred", result.y_pred)):
         in_order = np.empty_like(values)
         in_order[order] = values
         restored[name] = in_order.tolist()
-    return restored
-
-
-def _attn(model: torch.nn.Module) -> str | None:
-    config = getattr(model, "config", None)
-    return getattr(config, "_attn_implementation", None)
-
-
-def failed_record(spec: CellSpec, exc: BaseException, phase: str) -> dict[str, Any]:
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "cell_id": spec.cell_id,
-        "status": "failed",
-        "spec": spec.to_dict(),
-        "metrics": {},
-        "params": {},
-        "time": {},
-        "memory": memory_report(None),
-        "compute": {},
-        "history": [],
-        "predictions": None,
-        "error": {"type": type(exc).__name__, "message": str(exc)[:2000], "phase": phase,
-                  "traceback": traceback.format_exc()[-4000:]},
-        "environment": environment(spec.precision),
-        "started_at": None,
-        "finished_at": _now(),
-    }
+    return {"y_true": restored["y_true"], "y_pred": restored["y_pred"]}
 
 
 def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | None, *,
@@ -292,16 +405,17 @@ def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | Non
 
     `run_id` names the matrix run in the record, so that two runs sharing a results folder
     can be told apart. `results_dir` is where saved models and tracker logs go (default: the
-    folder above the record's). Of a cell over several processes, rank 0 writes the record.
+    results folder of `record_file`). Of a cell over several processes, rank 0 writes.
     """
     timer = timer or PhaseTimer()
     write = write_record if distributed.is_main_process() else (lambda *_: None)
     try:
         record = run_cell(spec, data_dir, timer,
-                          results_dir=results_dir or Path(record_file).parent.parent,
+                          results_dir=results_dir or results_dir_of(record_file),
                           trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure becomes a failed record; the matrix goes on
-        write(record_file, {**failed_record(spec, exc, timer.current), "run_id": run_id})
+        write(record_file, builders.failed_record(
+            spec, builders.error_section(exc, timer.current), memory=memory_report(None),
+            environment=environment(spec.precision), run_id=run_id))
         raise
     write(record_file, {**record, "run_id": run_id})
-

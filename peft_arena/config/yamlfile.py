@@ -1,4 +1,5 @@
-"""Safe YAML loading that refuses a key given twice in one mapping.
+"""Safe YAML loading that refuses a key given twice in one mapping, and reports a bad file in
+one line.
 
 PyYAML keeps the last of two equal keys without a word, so a preset that lists `strategies:`
 twice silently runs a different matrix. Here that is a parse error, reported like any other.
@@ -6,9 +7,12 @@ twice silently runs a different matrix. Here that is a parse error, reported lik
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from peft_arena.errors import UserError
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -36,3 +40,17 @@ def load_yaml(text: str) -> Any:
         return loader.get_single_data()
     finally:
         loader.dispose()
+
+
+def load_yaml_file(path: Path, kind: str) -> Any:
+    """A YAML file's content. A missing or malformed file is a UserError that names it as
+    `kind` ("Preset", "Task file") and says what to do."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{kind} {path} does not exist.") from None
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"{kind} {path} is not valid YAML ({first}); fix the file.") from None

@@ -14,12 +14,12 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from peft_arena.cell.data import load_task_data, resolve_data_dir
-from peft_arena.cell.modeling import count_parameters
+from peft_arena.cell.data import load_cell_data
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
+from peft_arena.measure.params import count_parameters
 from peft_arena.strategies import load_strategies
 
 # Parameter counts do not depend on the length of the schedule; strategies whose config needs
@@ -38,14 +38,11 @@ class ParameterCount:
 
 
 def _label_count(spec: CellSpec, data_dir: str | Path | None) -> int:
-    task = resolve_task(spec.task_file or spec.task)
+    task = resolve_task(spec.task_source)
     if task.labels:
         return len(task.labels)
     # The task file names no labels: they come from the training data.
-    data = load_task_data(task, resolve_data_dir(data_dir), val_fraction=spec.val_fraction,
-                          max_train_samples=spec.max_train_samples,
-                          max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
-    return len(data.label_names)
+    return len(load_cell_data(spec, data_dir).label_names)
 
 
 def _config(model: str, num_labels: int):
@@ -79,7 +76,7 @@ def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
     counts: dict[str, ParameterCount] = {}
     result = []
     for spec in cells:
-        task_key = spec.task_file or spec.task
+        task_key = spec.task_source
         if task_key not in labels:
             labels[task_key] = _label_count(spec, data_dir)
         key = json.dumps([spec.model, spec.strategy, spec.peft, labels[task_key]],

@@ -10,17 +10,6 @@ models and tracker logs go; default: the folder above the record's), `--trust-re
 
 Exit status: 0 ok, 1 the cell failed (a failed record was written), 2 bad input, 130 Ctrl-C
 (no record is written: the cell runs again when the matrix resumes).
-
-Fault injection, a test hook that is off unless the environment sets it:
-
-    PEFT_ARENA_FAULT=KIND@PHASE[@TEXT][,KIND@PHASE[@TEXT]...]
-
-fires KIND when the cell enters PHASE, in cells whose id contains TEXT (all cells without it).
-PHASE is `start` (the process has just started, before any library is loaded) or a phase of
-the run: setup, data, tokenize, model, train, eval. KIND is one of `error` (RuntimeError),
-`oom` (torch.OutOfMemoryError), `memory` (MemoryError), `kill` (SIGKILL to itself, as the
-kernel's out-of-memory killer does) or `sleep` (wait an hour, to be killed or interrupted).
-PEFT_ARENA_FAULT_LOG=FILE appends "KIND@PHASE CELL_ID PID" to FILE as a fault fires.
 """
 
 from __future__ import annotations
@@ -31,80 +20,12 @@ import json
 import os
 import signal
 import sys
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
 
-FAULT_ENV = "PEFT_ARENA_FAULT"
-FAULT_LOG_ENV = "PEFT_ARENA_FAULT_LOG"
-FAULT_KINDS = ("error", "oom", "memory", "kill", "sleep")
-FAULT_PHASES = ("start", "setup", "data", "tokenize", "model", "train", "eval")
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
-
-
-@dataclass(frozen=True)
-class Fault:
-    kind: str
-    phase: str
-    cell_text: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> Fault:
-        kind, _, rest = text.strip().partition("@")
-        phase, _, cell_text = rest.partition("@")
-        if kind not in FAULT_KINDS or phase not in FAULT_PHASES:
-            raise UserError(
-                f"{FAULT_ENV}: {text!r} is not KIND@PHASE[@CELL] with KIND one of "
-                f"{', '.join(FAULT_KINDS)} and PHASE one of {', '.join(FAULT_PHASES)}."
-            )
-        return cls(kind, phase, cell_text)
-
-    @classmethod
-    def from_env(cls) -> list[Fault]:
-        return [cls.parse(part) for part in os.environ.get(FAULT_ENV, "").split(",")
-                if part.strip()]
-
-    def fire(self, phase: str, cell_id: str) -> None:
-        if phase != self.phase or self.cell_text not in cell_id:
-            return
-        log = os.environ.get(FAULT_LOG_ENV)
-        if log:
-            with open(log, "a", encoding="utf-8") as handle:
-                handle.write(f"{self.kind}@{phase} {cell_id} {os.getpid()}\n")
-        message = f"injected by {FAULT_ENV} in phase {phase}"
-        if self.kind == "error":
-            raise RuntimeError(message)
-        if self.kind == "memory":
-            raise MemoryError(message)
-        if self.kind == "oom":
-            import torch
-
-            raise torch.OutOfMemoryError(message)
-        if self.kind == "kill":
-            os.kill(os.getpid(), signal.SIGKILL)
-        if self.kind == "sleep":
-            time.sleep(3600)
-
-
-def _fault_timer(faults: list[Fault], cell_id: str):
-    """A PhaseTimer that fires the faults of a phase on entering it; imported late (it loads
-    torch)."""
-    from peft_arena.measure.timing import PhaseTimer
-
-    class FaultTimer(PhaseTimer):
-        @contextmanager
-        def phase(self, name: str) -> Iterator[None]:
-            with super().phase(name):
-                for fault in faults:
-                    fault.fire(name, cell_id)
-                yield
-
-    return FaultTimer()
 
 
 def _die_with_parent(parent_pid: int | None) -> None:
@@ -139,17 +60,12 @@ def main(argv: list[str]) -> int:
     _die_with_parent(args.parent_pid)
     try:
         spec = CellSpec.from_dict(json.loads(args.spec_file.read_text(encoding="utf-8")))
-        faults = Fault.from_env()
-        for fault in faults:
-            fault.fire("start", spec.cell_id)
         # Loaded here, not at the top: torch takes seconds to import, and Ctrl-C during the
         # import must end the cell as quietly as Ctrl-C during training.
         from peft_arena.cell.runner import run_and_record
 
-        run_and_record(spec, args.record_file, args.data_dir or None,
-                       timer=_fault_timer(faults, spec.cell_id) if faults else None,
-                       run_id=args.run_id, trust_remote_code=args.trust_remote_code,
-                       results_dir=args.results_dir)
+        run_and_record(spec, args.record_file, args.data_dir or None, run_id=args.run_id,
+                       trust_remote_code=args.trust_remote_code, results_dir=args.results_dir)
     except KeyboardInterrupt:
         return 130  # the matrix process reports what finished and how to resume
     except UserError as exc:

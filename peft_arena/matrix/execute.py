@@ -28,12 +28,9 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from peft_arena.cell.data import load_task_data, resolve_data_dir
-from peft_arena.cell.runner import failed_record
+from peft_arena.cell.data import load_cell_data, resolve_data_dir
 from peft_arena.config.spec import CellSpec
-from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
 from peft_arena.matrix.executors import (
     CellFuture,
@@ -44,6 +41,9 @@ from peft_arena.matrix.executors import (
     make_executor,
 )
 from peft_arena.measure.hardware_identity import machine_here, machine_of
+from peft_arena.measure.provenance import environment
+from peft_arena.records.builders import error_section, failed_record
+from peft_arena.records.schema import Record
 from peft_arena.records.store import (
     TEMP_SUFFIX,
     read_record,
@@ -68,7 +68,7 @@ class CellCrashed(RuntimeError):
 class CellOutcome:
     spec: CellSpec
     status: str  # ok | failed | skipped | busy | over_budget
-    record: dict[str, Any] | None = None
+    record: Record | None = None
     seconds: float = 0.0
     message: str = ""
 
@@ -118,9 +118,7 @@ def preflight(cells: list[CellSpec], data_dir: str | Path | None) -> None:
         if spec.task in seen:
             continue
         seen.add(spec.task)
-        load_task_data(resolve_task(spec.task_file or spec.task), folder,
-                       val_fraction=spec.val_fraction, max_train_samples=spec.max_train_samples,
-                       max_eval_samples=spec.max_eval_samples, seed=spec.data_seed)
+        load_cell_data(spec, folder)
 
 
 def _lock_dir(results_dir: Path) -> Path:
@@ -167,17 +165,17 @@ def sweep_temp_files(results_dir: Path) -> int:
     return removed
 
 
-def _existing(path: Path) -> dict[str, Any] | None:
+def _existing(path: Path) -> Record | None:
     return read_record(path) if path.exists() else None
 
 
-def _should_skip(record: dict[str, Any] | None, retry_failed: bool) -> bool:
+def _should_skip(record: Record | None, retry_failed: bool) -> bool:
     if record is None:
         return False
     return record.get("status") == "ok" or not retry_failed
 
 
-def _lost_record(spec: CellSpec, back: CellReturn, run_id: str) -> dict[str, Any]:
+def _lost_record(spec: CellSpec, back: CellReturn, run_id: str) -> Record:
     """The failed record of a cell that came back without one of its own."""
     if back.lost is not None:
         what = back.lost
@@ -188,16 +186,17 @@ def _lost_record(spec: CellSpec, back: CellReturn, run_id: str) -> dict[str, Any
             what += " (by a user, or by the kernel when memory ran out)"
     else:
         what = f"the cell's process exited with status {back.code}"
-    record = failed_record(spec, CellCrashed(f"{what} before writing its record"), "process")
-    record["error"]["traceback"] = None  # the matrix's own stack says nothing about the cell
-    # Unknown: the matrix's memory is not the cell's, and the kernel's peak for a process
-    # started from the matrix counts the matrix's own memory at that moment.
-    record["memory"] = {"peak_bytes": None, "source": None}
-    record["run_id"] = run_id
-    return record
+    crash = CellCrashed(f"{what} before writing its record")
+    return failed_record(
+        # The matrix's own stack says nothing about the cell.
+        spec, error_section(crash, "process", with_traceback=False),
+        # Unknown: the matrix's memory is not the cell's, and the kernel's peak for a process
+        # started from the matrix counts the matrix's own memory at that moment.
+        memory={"peak_bytes": None, "source": None},
+        environment=environment(spec.precision), run_id=run_id)
 
 
-def _outcome(spec: CellSpec, record: dict[str, Any] | None, seconds: float) -> CellOutcome:
+def _outcome(spec: CellSpec, record: Record | None, seconds: float) -> CellOutcome:
     status = record.get("status", "failed") if record else "failed"
     if status == "ok":
         return CellOutcome(spec, status, record, seconds)

@@ -7,20 +7,17 @@ flags < `--set key=value` < `--set strategy.key=value`.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
 
 from peft_arena.config.presets import Preset
-from peft_arena.config.spec import TRAIN_KEYS, CellSpec
+from peft_arena.config.spec import TRAIN_KEYS, CellSpec, coerce_setting
 from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
 from peft_arena.strategies import load_strategies
 from peft_arena.strategies.base import Strategy
-
-_FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(CellSpec)}
 
 
 def parse_value(text: str) -> Any:
@@ -34,23 +31,6 @@ def parse_value(text: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
-
-
-def _coerce(key: str, value: Any) -> Any:
-    """Preset YAML reads '3e-3' as a string (YAML 1.1); numeric settings get numbers."""
-    kind = str(_FIELD_TYPES.get(key, ""))
-    if isinstance(value, str) and ("float" in kind or "int" in kind):
-        try:
-            number = float(value)
-        except ValueError:
-            raise UserError(f"Setting {key}={value!r} must be a number.") from None
-        return int(number) if "int" in kind and "float" not in kind and number.is_integer() \
-            else number
-    if value is not None and "int" in kind and "float" not in kind and isinstance(value, float):
-        if not value.is_integer():
-            raise UserError(f"Setting {key}={value} must be a whole number.")
-        return int(value)
-    return value
 
 
 @dataclass
@@ -76,7 +56,7 @@ def _split_settings(strategy: type[Strategy], settings: dict[str, Any], origin: 
     train, peft = {}, {}
     for key, value in settings.items():
         if key in TRAIN_KEYS:
-            train[key] = _coerce(key, value)
+            train[key] = coerce_setting(key, value)
         elif key in strategy.peft_fields():
             peft[key] = value
         else:

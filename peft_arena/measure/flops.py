@@ -1,36 +1,46 @@
-"""Training FLOPs of a cell, the machine's measured peak, and model FLOP utilisation (MFU).
+"""Training FLOPs of a cell, the machine's peaks, and model FLOP utilisation (MFU).
 
-Estimate, per training token (after Chowdhery et al. 2022, PaLM, appendix B, with the weight
-gradients restricted to the weights that train):
+Estimate (after Chowdhery et al. 2022, PaLM, appendix B), counted per matrix multiply that
+training runs. Every linear layer with W weights (adapters included; a 4-bit weight counts
+as the values it holds) costs, per row it multiplies:
 
-    forward                   2 N     every weight takes part in one multiply-add per token
-    backward, activations     2 N     gradients flow back through every layer to reach the
-                                      adapters (and the head) wherever they sit
-    backward, weights         2 T     only trainable weights get a gradient
-    attention, fwd + bwd     12 L d n QK^T and AV: 2 x 2 n d per layer forward, twice that back
+    forward                   2 W
+    backward, input gradient  2 W   only where its input needs a gradient
+    backward, weight gradient 2 W   only where its weight trains
+    attention, fwd + bwd     12 d n per token and layer: QK^T and AV, 2 x 2 n d forward,
+                                    twice that backward
 
-    N = non-embedding parameters that run in the forward pass, adapters included; a 4-bit
-        weight counts as the values it holds; PEFT's frozen copy of a module it trains in full
-        (`modules_to_save`) does not run and is left out
-    T = the trainable ones among them
-    L = layers, d = attention width (hidden size), n = length of the token's sequence in real
-        (non-padding) tokens: padding is not model work
+A row is a token for layers that run on every token and a sequence for those that run once per
+sequence (BERT's pooler and classifier). Which layers run per sequence and whose input needs a
+gradient is read off one short forward pass with hooks (`FlopModel.of`), so no architecture is
+special-cased. Checked against `torch.utils.flop_counter` in the tests, this took out two
+errors of the earlier 6 N-per-token form: the head and the pooler were counted per token, and
+the first layer's projections were charged an input gradient that autograd never computes
+when the embeddings are frozen (every PEFT method). Matrices outside `nn.Linear` (GPT-2's
+`Conv1D`) fall back to 2 forward + 2 backward + 2 if trained, per token. Left out: embedding
+look-ups, normalisation, softmax, activations and other element-wise work (IA3's scaling
+included), and, where frozen embeddings leave the first layer's keys (LoRA on query and value)
+or queries (IA3) without a gradient, that layer's 2 n d per token of dK or dQ.
+L = layers, d = attention width (hidden size), n = the sequence's length in real (non-padding)
+tokens: padding is not model work.
 
-Summed over a sequence of n tokens the attention term is 12 L d n^2, so a cell's estimate is
+    train_flops = per_token x train_tokens + per_sequence x train_sequences
+                  + 12 L d x sum over trained sequences of n^2
 
-    train_flops = (4 N + 2 T) x train_tokens + 12 L d x sum over trained sequences of n^2
+MFU = (train_flops / training seconds) / a peak, against three peaks:
 
-For full fine-tuning (T = N) this is the familiar 6 N + 12 L d n per token. Left out, all small
-for encoder classifiers: embedding look-ups and their sparse gradients, normalisation, softmax
-and activation functions; the pooler and classifier run once per sequence but are counted per
-token (under 1.5% of N for MiniLM, under 1% for base-sized models).
-
-MFU = (train_flops / training seconds) / peak FLOP/s, where the peak is measured on this machine
-with square matmuls in the precision the run computes in (bf16 under autocast, fp32, ...),
-and cached in the peft-arena cache folder under a key made of the device, thread count, dtype
-and torch version. Every cell measures again and the best figure stays, since other work on
-the machine can only make a measurement lower; `under_load` marks a best figure taken while
-the CPU looked busy.
+- `peak_flops_per_s`: square matmuls (2048 on CPU, 8192 on GPU) in the precision the run
+  computes in, the best over repeated runs, cached in the peft-arena cache folder under a key
+  made of the device, thread count, dtype and torch version. Every cell measures again and the
+  best figure stays, since other work on the machine can only make a measurement lower;
+  `under_load` marks a best figure taken while the CPU looked busy. `peaks` holds the figure
+  for every precision the device has, so a reader can tell what bf16 would have given.
+- `model_gemm_flops_per_s`: the same kind of measurement at the model's own matmul shapes (a
+  training batch's mean tokens by each linear layer's in x out features, weighted by their
+  share of the FLOPs): the ceiling this model can reach on this machine, which small hidden
+  sizes keep well below the square-matmul peak.
+- `datasheet_flops_per_s` (GPUs only): the vendor's dense figure for the device, the one MFU is
+  usually quoted against (`DATASHEET_TFLOPS`).
 """
 
 from __future__ import annotations
@@ -38,7 +48,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,11 +57,11 @@ import numpy as np
 import torch
 from peft.utils.other import ModulesToSaveWrapper
 
-from peft_arena.cell.batching import cache_dir
-from peft_arena.cell.modeling import parameter_numel
+from peft_arena import atomic_file
+from peft_arena.config.paths import peak_flops_file
+from peft_arena.measure.params import parameter_numel
 from peft_arena.measure.provenance import cpu_model
 
-PEAK_CACHE_FILE = "peak_flops.json"
 PEAK_MEASURE_SECONDS = 1.5
 # Once a figure is cached, a cell's fresh measurement only has to catch a better one.
 PEAK_REMEASURE_SECONDS = 0.5
@@ -60,14 +69,39 @@ PEAK_REMEASURE_SECONDS = 0.5
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
 
 
+# Tokens in the probe pass that finds out how each linear layer runs.
+PROBE_LENGTH = 4
+
+
+@dataclass(frozen=True)
+class LinearCall:
+    """One call of a linear layer in a forward pass, as the FLOP estimate needs it."""
+
+    in_features: int
+    out_features: int
+    weights: int  # values the weight holds (a 4-bit one unpacked)
+    trains: bool
+    input_needs_grad: bool
+    per_token: bool  # False: runs once per sequence (a head on the pooled output)
+
+    @property
+    def training_flops(self) -> int:
+        """FLOPs per row: forward, then the backward products autograd really computes."""
+        return 2 * self.weights * (1 + self.input_needs_grad + self.trains)
+
+
 @dataclass(frozen=True)
 class FlopModel:
-    """The shape figures the estimate needs, read off a (possibly wrapped) model."""
+    """The figures the estimate needs, read off a (possibly wrapped) model."""
 
     non_embedding_params: int
     trainable_non_embedding_params: int
     layers: int
     attention_width: int
+    per_token_flops: int
+    per_sequence_flops: int
+    # (in, out) features of the per-token linear layers, with their share of per_token_flops.
+    gemm_shares: tuple[tuple[int, int, float], ...] = ()
 
     @classmethod
     def of(cls, model: torch.nn.Module) -> FlopModel:
@@ -78,23 +112,69 @@ class FlopModel:
             elif isinstance(module, ModulesToSaveWrapper):
                 # The original module is kept for unloading; the trained copy runs instead.
                 skipped.update(id(p) for p in module.original_module.parameters())
-        total = trainable = 0
+        calls, probed = probe_linear_calls(model)
+        total = trainable = unprobed_flops = 0
         for param in model.parameters():
             if id(param) in skipped:
                 continue
             count = parameter_numel(param)
             total += count
             trainable += count if param.requires_grad else 0
+            # A matrix outside nn.Linear; IA3's (n, 1) scaling vectors are element-wise.
+            if id(param) not in probed and sum(size > 1 for size in param.shape) >= 2:
+                unprobed_flops += 2 * count * (2 + param.requires_grad)
+        per_token = sum(c.training_flops for c in calls if c.per_token) + unprobed_flops
+        per_sequence = sum(c.training_flops for c in calls if not c.per_token)
+        shares: dict[tuple[int, int], int] = {}
+        for call in calls:
+            if call.per_token:
+                key = (call.in_features, call.out_features)
+                shares[key] = shares.get(key, 0) + call.training_flops
         config = model.config
+        ranked = sorted(shares.items(), key=lambda kv: -kv[1])
         return cls(non_embedding_params=total, trainable_non_embedding_params=trainable,
-                   layers=int(config.num_hidden_layers), attention_width=int(config.hidden_size))
+                   layers=int(config.num_hidden_layers), attention_width=int(config.hidden_size),
+                   per_token_flops=per_token, per_sequence_flops=per_sequence,
+                   gemm_shares=tuple((i, o, f / max(per_token, 1)) for (i, o), f in ranked))
 
-    def training_flops(self, tokens: int, sum_squared_lengths: int) -> int:
-        """FLOPs to train on `tokens` real tokens from sequences whose squared lengths sum to
-        `sum_squared_lengths` (see the module docstring)."""
-        dense = (4 * self.non_embedding_params + 2 * self.trainable_non_embedding_params) * tokens
+    def training_flops(self, tokens: int, sum_squared_lengths: int, sequences: int) -> int:
+        """FLOPs to train on `sequences` sequences holding `tokens` real tokens, whose squared
+        lengths sum to `sum_squared_lengths` (see the module docstring)."""
         attention = 12 * self.layers * self.attention_width * sum_squared_lengths
-        return int(dense + attention)
+        return int(self.per_token_flops * tokens + self.per_sequence_flops * sequences
+                   + attention)
+
+
+def probe_linear_calls(model: torch.nn.Module) -> tuple[list[LinearCall], set[int]]:
+    """Every linear layer call of one short forward pass (batch 1, `PROBE_LENGTH` tokens),
+    and the ids of the weights they cover. Evaluation mode, so no dropout draws a random
+    number; nothing is trained or kept."""
+    calls: list[LinearCall] = []
+
+    def record(module: torch.nn.Linear, args: tuple, _output: Any) -> None:
+        x = args[0]
+        calls.append(LinearCall(
+            in_features=module.in_features, out_features=module.out_features,
+            weights=parameter_numel(module.weight), trains=module.weight.requires_grad,
+            input_needs_grad=x.requires_grad, per_token=x.dim() >= 3))
+
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    handles = [m.register_forward_hook(record) for m in linears]
+    device = next(model.parameters()).device
+    config = model.config
+    # Any id but the pad token: a decoder head looks for the last non-pad token.
+    token = 2 if getattr(config, "pad_token_id", None) == 1 else 1
+    ids = torch.full((1, PROBE_LENGTH), token, dtype=torch.long, device=device)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.enable_grad():
+            model(input_ids=ids, attention_mask=torch.ones_like(ids))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return calls, {id(m.weight) for m in linears}
 
 
 def trained_sum_squared_lengths(lengths: np.ndarray, sequences_trained: int) -> int:
@@ -126,16 +206,18 @@ def peak_key(device: torch.device, dtype: torch.dtype) -> str:
             f"{_dtype_name(dtype)} | torch {torch.__version__}")
 
 
-def measure_peak_flops(device: torch.device, dtype: torch.dtype,
-                       seconds: float = PEAK_MEASURE_SECONDS, size: int | None = None) -> float:
-    """Best FLOP/s of repeated square matmuls over about `seconds` (best, not mean: a busy
-    machine can only make a timing slower, never faster)."""
-    size = size or MATMUL_SIZE.get(device.type, 2048)
+def measure_matmul_flops(device: torch.device, dtype: torch.dtype, shape: tuple[int, int, int],
+                         seconds: float) -> float:
+    """Best FLOP/s of repeated (m x k) @ (k x n) matmuls over about `seconds` (best, not mean:
+    a busy machine can only make a timing slower, never faster)."""
+    m, k, n = shape
     generator = torch.Generator(device="cpu").manual_seed(0)
-    a = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-    b = torch.randn(size, size, generator=generator).to(device=device, dtype=dtype)
-    out = torch.empty(size, size, device=device, dtype=dtype)
-    repeats = 10 if device.type == "cuda" else 1  # GPU matmuls are too short to time alone
+    a = torch.randn(m, k, generator=generator).to(device=device, dtype=dtype)
+    b = torch.randn(k, n, generator=generator).to(device=device, dtype=dtype)
+    out = torch.empty(m, n, device=device, dtype=dtype)
+    flops = 2 * m * k * n
+    # Short matmuls are timed in runs, so that timer and launch overheads do not count.
+    repeats = max(1, min(100, int(2e9 // flops))) if device.type == "cpu" else 10
 
     def synchronize() -> None:
         if device.type == "cuda":
@@ -149,13 +231,75 @@ def measure_peak_flops(device: torch.device, dtype: torch.dtype,
         for _ in range(repeats):
             torch.mm(a, b, out=out)
         synchronize()
-        best = max(best, repeats * 2 * size**3 / (time.perf_counter() - began))
+        best = max(best, repeats * flops / (time.perf_counter() - began))
     return best
 
 
-def _peak_cache_path() -> Path:
-    # The token cache is <root>/tokens; the peak figures live next to it in <root>.
-    return cache_dir().parent / PEAK_CACHE_FILE
+def measure_peak_flops(device: torch.device, dtype: torch.dtype,
+                       seconds: float = PEAK_MEASURE_SECONDS, size: int | None = None) -> float:
+    """Best FLOP/s of repeated square matmuls over about `seconds`."""
+    size = size or MATMUL_SIZE.get(device.type, 2048)
+    return measure_matmul_flops(device, dtype, (size, size, size), seconds)
+
+
+def peak_method(device: torch.device) -> str:
+    size = MATMUL_SIZE.get(device.type, 2048)
+    return f"best of repeated {size}x{size} @ {size}x{size} matmuls, cached best ever"
+
+
+# Linear-layer shapes below this share of the FLOPs are not worth measuring (LoRA's rank-8
+# matrices): the ceiling is weighted by FLOPs, so they barely move it.
+MIN_GEMM_SHARE = 0.01
+GEMM_MEASURE_SECONDS = 0.25
+
+
+def model_gemm_flops(shape: FlopModel, rows: int, device: torch.device, dtype: torch.dtype,
+                     seconds: float = GEMM_MEASURE_SECONDS) -> float | None:
+    """The matmul rate at the model's own shapes: `rows` (a batch's tokens) by each per-token
+    linear layer's in x out features, as a FLOP-weighted mean (total FLOPs over total time)."""
+    shares = [(i, o, f) for i, o, f in shape.gemm_shares if f >= MIN_GEMM_SHARE]
+    if not shares or rows < 1:
+        return None
+    seconds_per_flop = sum(f / measure_matmul_flops(device, dtype, (rows, i, o), seconds)
+                           for i, o, f in shares)
+    return sum(f for *_, f in shares) / seconds_per_flop
+
+
+# Vendor datasheet peaks, dense (no structured sparsity), in TFLOP/s: (bf16, fp16, fp32).
+# fp16/bf16 are tensor-core figures with fp32 accumulation; fp32 is the plain (non-TF32) rate.
+# Matched against torch.cuda.get_device_name() in order, first match wins (A100 before A10).
+DATASHEET_TFLOPS: tuple[tuple[str, tuple[float, float, float]], ...] = (
+    # NVIDIA H200 datasheet (nvidia.com/en-us/data-center/h200): SXM 1,979 bf16/fp16 with
+    # sparsity, 67 fp32; NVL 1,671 with sparsity, 60 fp32.
+    ("H200 NVL", (835.5, 835.5, 60.0)),
+    ("H200", (989.5, 989.5, 67.0)),
+    # NVIDIA H100 datasheet (nvidia.com/en-us/data-center/h100): SXM 1,979 with sparsity, 67
+    # fp32; PCIe 1,513 with sparsity, 51 fp32.
+    ("H100 PCIe", (756.5, 756.5, 51.0)),
+    ("H100", (989.5, 989.5, 67.0)),
+    # NVIDIA A100 datasheet (nvidia.com/en-us/data-center/a100): 312 bf16/fp16, 19.5 fp32.
+    ("A100", (312.0, 312.0, 19.5)),
+    # NVIDIA L4 datasheet (nvidia.com/en-us/data-center/l4): 242 with sparsity, 30.3 fp32.
+    ("L4 ", (121.0, 121.0, 30.3)),  # not the L40 or L40S
+    # NVIDIA A10 datasheet (nvidia.com/en-us/data-center/products/a10-gpu): 125 bf16/fp16,
+    # 31.2 fp32. The A10G (AWS) has no public NVIDIA datasheet and is not matched by "A10 ".
+    ("A10 ", (125.0, 125.0, 31.2)),
+    # NVIDIA Ada Lovelace architecture whitepaper, appendix A (RTX 4090): 165.2 fp16/bf16
+    # tensor with fp32 accumulate, 82.6 fp32.
+    ("RTX 4090", (165.2, 165.2, 82.6)),
+)
+
+
+def datasheet_flops(device_name: str, dtype: torch.dtype) -> float | None:
+    """The vendor's dense peak for a known GPU in `dtype`, in FLOP/s; None if unknown."""
+    column = {torch.bfloat16: 0, torch.float16: 1, torch.float32: 2}.get(dtype)
+    if column is None:
+        return None
+    padded = f"{device_name} "  # so that "A10 " matches "NVIDIA A10" but not "NVIDIA A100"
+    for name, figures in DATASHEET_TFLOPS:
+        if name in padded:
+            return figures[column] * 1e12
+    return None
 
 
 def _read_peak_cache(path: Path) -> dict[str, Any]:
@@ -164,18 +308,6 @@ def _read_peak_cache(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}  # missing or damaged: measure again
     return data if isinstance(data, dict) else {}
-
-
-def _write_peak_cache(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".peak.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cpu_busy() -> bool:
@@ -208,7 +340,7 @@ def _store_peak(path: Path, key: str, device: torch.device, flops_per_s: float,
     cache[key] = {"flops_per_s": flops_per_s, "under_load": under_load,
                   "matmul_size": MATMUL_SIZE.get(device.type, 2048),
                   "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-    _write_peak_cache(path, cache)
+    atomic_file.write_json(path, cache)
 
 
 def peak_flops(device: torch.device, dtype: torch.dtype) -> Peak:
@@ -219,7 +351,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> Peak:
     0.5 s, at the end of its run) and the cache keeps the best. A first figure measured under load
     overstates MFU only until a quieter cell measures.
     """
-    path = _peak_cache_path()
+    path = peak_flops_file()
     key = peak_key(device, dtype)
     cached, entry = _stored_peak(path, key)
     under_load = device.type == "cpu" and cpu_busy()
@@ -233,7 +365,7 @@ def peak_flops(device: torch.device, dtype: torch.dtype) -> Peak:
 
 def known_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     """The cached peak for `dtype`, measured (and cached) only when there is none yet."""
-    path = _peak_cache_path()
+    path = peak_flops_file()
     key = peak_key(device, dtype)
     cached, _ = _stored_peak(path, key)
     if cached > 0:
@@ -243,14 +375,30 @@ def known_peak_flops(device: torch.device, dtype: torch.dtype) -> float:
     return measured
 
 
+def precision_peaks(device: torch.device) -> dict[str, float]:
+    """The cached peak of every precision the device computes in, measured where missing."""
+    dtypes = [torch.float32, torch.bfloat16]
+    if device.type == "cuda":
+        dtypes.append(torch.float16)
+    return {_dtype_name(dtype): known_peak_flops(device, dtype) for dtype in dtypes}
+
+
+def _ratio(achieved: float | None, peak: float | None) -> float | None:
+    return achieved / peak if achieved is not None and peak else None
+
+
 def compute_report(model: torch.nn.Module, *, train_tokens: int, sum_squared_lengths: int,
-                   train_seconds: float, device: torch.device, dtype: torch.dtype
-                   ) -> dict[str, Any]:
+                   train_sequences: int, batch_size: int, train_seconds: float,
+                   device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """The record's `compute` section."""
     shape = FlopModel.of(model)
-    train_flops = shape.training_flops(train_tokens, sum_squared_lengths)
+    train_flops = shape.training_flops(train_tokens, sum_squared_lengths, train_sequences)
     achieved = train_flops / train_seconds if train_seconds > 0 else None
     peak = peak_flops(device, dtype)
+    batches = -(-train_sequences // batch_size) if train_sequences else 0
+    rows = round(train_tokens / batches) if batches else 0
+    ceiling = model_gemm_flops(shape, rows, device, dtype)
+    datasheet = datasheet_flops(_device_name(device), dtype) if device.type == "cuda" else None
     return {
         "train_flops": train_flops,
         "train_flops_per_s": achieved,
@@ -258,7 +406,16 @@ def compute_report(model: torch.nn.Module, *, train_tokens: int, sum_squared_len
         "peak_source": peak.source,
         "peak_under_load": peak.under_load,
         "peak_dtype": _dtype_name(dtype),
-        "mfu": achieved / peak.flops_per_s if achieved is not None else None,
+        "peak_method": peak_method(device),
+        "peaks": precision_peaks(device),
+        "mfu": _ratio(achieved, peak.flops_per_s),
+        "model_gemm_flops_per_s": ceiling,
+        "model_gemm_rows": rows,
+        "mfu_model_gemm": _ratio(achieved, ceiling),
+        "datasheet_flops_per_s": datasheet,
+        "mfu_datasheet": _ratio(achieved, datasheet),
         "non_embedding_params": shape.non_embedding_params,
         "trainable_non_embedding_params": shape.trainable_non_embedding_params,
+        "per_token_flops": shape.per_token_flops,
+        "per_sequence_flops": shape.per_sequence_flops,
     }

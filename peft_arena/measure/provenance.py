@@ -15,14 +15,14 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from peft_arena.measure.hardware_identity import SPEED_FLAGS
 
 PACKAGES = ("peft-arena", "torch", "transformers", "peft", "accelerate", "bitsandbytes",
             "datasets", "tokenizers", "numpy", "scikit-learn")
 # Environment variables that change how many threads the math libraries use.
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+# The checkout's own results folder (committed records), left out of the dirty check.
+RESULTS_FOLDER = "results"
 # CPU features that decide bf16 speed (without them autocast emulates bf16).
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
@@ -44,7 +44,10 @@ def git_state() -> dict[str, Any]:
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
                                 text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        # Records written into the checkout's results/ are output, not a change to the code
+        # that produced them: they must not mark the next record dirty.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", f":(exclude){RESULTS_FOLDER}"],
                                cwd=root, capture_output=True, text=True, timeout=5,
                                check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
@@ -86,6 +89,8 @@ def gpu_driver_version() -> str | None:
 
 
 def hardware() -> dict[str, Any]:
+    import torch  # here, not at the top: a matrix process describes a dead cell without it
+
     flags = cpu_flags()
     info: dict[str, Any] = {
         "cpu": cpu_model(),

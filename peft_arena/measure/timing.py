@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -16,8 +16,9 @@ class PhaseTimer:
     phase, or the last one that ended.
     """
 
-    def __init__(self) -> None:
-        self.start = time.perf_counter()
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock  # seconds; injectable so that tests need not sleep
+        self.start = clock()
         self.phases: dict[str, float] = {}
         self.current = "setup"
         self._open: list[list[Any]] = []  # [name, time it started or last resumed]
@@ -27,7 +28,7 @@ class PhaseTimer:
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        now = time.perf_counter()
+        now = self.clock()
         if self._open:  # pause the enclosing phase
             outer = self._open[-1]
             self._add(outer[0], now - outer[1])
@@ -40,7 +41,7 @@ class PhaseTimer:
             failed = True
             raise
         finally:
-            now = time.perf_counter()
+            now = self.clock()
             _, resumed = self._open.pop()
             self._add(name, now - resumed)
             if self._open:  # resume the enclosing phase
@@ -49,4 +50,4 @@ class PhaseTimer:
                     self.current = self._open[-1][0]
 
     def total(self) -> float:
-        return time.perf_counter() - self.start
+        return self.clock() - self.start

@@ -12,34 +12,21 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from rich.table import Table
 
 from peft_arena.errors import UserError
-from peft_arena.report import breakdown, charts, hardware, html_page, stats
+from peft_arena.report import breakdown, charts, hardware, html_page, markdown, stats
+from peft_arena.report.markdown import DASH, number
 from peft_arena.report.results import (
-    FRAME_COLUMNS,
-    MIB,
-    SUMMARY_COLUMNS,
     CellDetail,
     labelled,
-    load_frame,
     load_results,
     sort_summary,
-    strategy_labels,
     summarise,
 )
 
-__all__ = [
-    "DASH", "FRAME_COLUMNS", "MIB", "SUMMARY_COLUMNS", "ReportResult", "build_report",
-    "human_count", "labelled", "leaderboard_markdown", "load_frame", "load_results",
-    "provenance_line", "rich_table", "strategy_labels", "summarise", "vs_best_text",
-    "with_significance",
-]
-
-DASH = "—"
 LEGEND = (
     "**Bold** = best in its column within the task (highest accuracy, F1 and throughput; "
     "lowest parameters, memory and time) · ± = sample sd over seeds · — = not recorded."
@@ -206,13 +193,9 @@ def _column_cells(table: pd.DataFrame, column: _Column) -> list[str]:
     return cells
 
 
-def _escape(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
 def _failed_text(row: pd.Series) -> str:
     error = row["error_type"] if isinstance(row["error_type"], str) else "error"
-    return _escape(f"failed ({error})")
+    return f"failed ({error})"
 
 
 def _markdown_table(table: pd.DataFrame, columns: list[_Column]) -> str:
@@ -225,15 +208,13 @@ def _markdown_table(table: pd.DataFrame, columns: list[_Column]) -> str:
             headers.append("vs best")
             cells.append([vs_best_text(row) for _, row in table.iterrows()])
     headers.append("seeds")
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    rows = []
     for i, (_, row) in enumerate(table.iterrows()):
         row_cells = [column[i] for column in cells]
         if row["n_seeds"] == 0:
             row_cells[0] = _failed_text(row)  # never a 0: a failed cell has no score
-        lines.append(
-            "| " + " | ".join([_escape(row["strategy"]), *row_cells, _seeds_text(row)]) + " |"
-        )
-    return "\n".join(lines)
+        rows.append([row["strategy"], *row_cells, _seeds_text(row)])
+    return "\n".join(markdown.table(headers, rows))
 
 
 def _columns_list(columns: list[_Column]) -> list[str]:
@@ -295,7 +276,7 @@ def leaderboard_markdown(
     if mixed_hardware:
         parts += [hardware.NOTE, ""]
     for task, table in summary.groupby("task", sort=True):
-        parts += [f"## {_escape(str(task))}", "", _markdown_table(table, columns), ""]
+        parts += [f"## {markdown.escape(task)}", "", _markdown_table(table, columns), ""]
         parts += (hardware_lines or {}).get(str(task), [])
     parts += _columns_list(columns)
     parts += _chart_links(chart_paths, base, images)
@@ -320,20 +301,28 @@ def _short_commit(commit: str) -> str:
     return re.sub(r"\b([0-9a-f]{10})[0-9a-f]{30}\b", r"\1", commit)
 
 
+def _dirty_text(frame: pd.DataFrame) -> str:
+    """Whether the checkout had uncommitted changes (results/ aside) when records were made:
+    a commit alone does not say what code produced them then."""
+    flags = frame["git_dirty"].dropna() if "git_dirty" in frame else pd.Series(dtype=float)
+    if flags.empty:
+        return " (tree state not recorded)"
+    dirty = int((flags > 0).sum())
+    if dirty == 0:
+        return " (clean tree)"
+    return f" (uncommitted changes in the tree for {dirty} of {len(flags)} records)"
+
+
 def provenance_line(frame: pd.DataFrame) -> str:
     """One line saying what produced the numbers: model, precision, hardware, commit."""
     fields = [("model", "model"), ("precision", "precision"), ("CPU", "cpu"), ("GPU", "gpu"),
               ("hardware", "hardware")]
     parts = [f"{label}: {text}" for label, col in fields if (text := _distinct(frame[col]))]
     if commit := _distinct(frame["git_commit"]):
-        parts.append(f"git commit: {_short_commit(commit)}")
+        parts.append(f"git commit: {_short_commit(commit)}{_dirty_text(frame)}")
     n_failed = int((frame["status"] != "ok").sum())
     parts.append(f"{len(frame)} records ({n_failed} failed)")
     return "Provenance: " + " · ".join(parts)
-
-
-def _cell(value: Any, fmt: Callable[[float], str]) -> str:
-    return fmt(float(value)) if pd.notna(value) else DASH
 
 
 _STATUS_STYLE = {"ok": "green", "partial": "yellow", "failed": "red"}
@@ -349,14 +338,14 @@ def rich_table(summary: pd.DataFrame) -> Table:
         table.add_column(name, justify="right")
     table.add_column("status")
     for _, row in summary.iterrows():
-        accuracy = _cell(row["accuracy_mean"], _fixed(3)) + _spread(row, "accuracy", 3)
+        accuracy = number(row["accuracy_mean"], _fixed(3)) + _spread(row, "accuracy", 3)
         style = _STATUS_STYLE.get(row["status"], "")
-        status = row["status"] if row["n_seeds"] else _failed_text(row).replace("\\|", "|")
+        status = row["status"] if row["n_seeds"] else _failed_text(row)
         table.add_row(
             str(row["task"]), str(row["strategy"]), accuracy,
-            _cell(row["macro_f1_mean"], _fixed(3)), vs_best_text(row),
-            _cell(row["trainable"], human_count), _cell(row["trainable_pct"], _pct),
-            _cell(row["train_s_mean"], _fixed(1)), _cell(row["peak_mb_mean"], _fixed(0)),
+            number(row["macro_f1_mean"], _fixed(3)), vs_best_text(row),
+            number(row["trainable"], human_count), number(row["trainable_pct"], _pct),
+            number(row["train_s_mean"], _fixed(1)), number(row["peak_mb_mean"], _fixed(0)),
             _seeds_text(row), f"[{style}]{status}[/]" if style else status,
         )
     return table

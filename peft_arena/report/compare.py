@@ -22,7 +22,7 @@ import pandas as pd
 from rich.table import Table
 
 from peft_arena.errors import UserError
-from peft_arena.report import stats
+from peft_arena.report import markdown, stats
 from peft_arena.report.results import CellDetail, load_results, summarise
 
 BETTER, WORSE, SAME = "better", "worse", "same"
@@ -280,20 +280,20 @@ def to_markdown(comparison: Comparison) -> str:
     lines = [
         "## peft-arena compare", "", comparison.base_line + "  ", comparison.head_line, "",
         headline(comparison), "",
-        "| " + " | ".join(headers) + " |", "|" + "---|" * len(headers),
     ]
+    rows = []
     for _, row in comparison.rows.iterrows():
         outcome = row["outcome"]
         result = f"**{outcome}**" if outcome in (REGRESSION, FAILED) else outcome
-        cells = [row["task"], row["strategy"], *(metric_cell(m, row) for m in METRICS),
-                 f"{row['base_seeds']} → {row['head_seeds']}", result]
-        lines.append("| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |")
-    lines += ["", "Cells read base → head (change): accuracy and F1 changes are absolute, "
-                  "time and memory changes relative; 🟢 better and 🔴 worse beyond the "
-                  "threshold, no mark = within it (noise). Values are means over seeds. "
-                  "An accuracy change counts only when the leaderboard's significance test "
-                  "says so (Welch's t-test over seeds, or a paired bootstrap over the test "
-                  "examples); time and memory from different hardware are not compared."]
+        rows.append([row["task"], row["strategy"], *(metric_cell(m, row) for m in METRICS),
+                     f"{row['base_seeds']} → {row['head_seeds']}", result])
+    lines += [*markdown.table(headers, rows), "",
+              "Cells read base → head (change): accuracy and F1 changes are absolute, "
+              "time and memory changes relative; 🟢 better and 🔴 worse beyond the "
+              "threshold, no mark = within it (noise). Values are means over seeds. "
+              "An accuracy change counts only when the leaderboard's significance test "
+              "says so (Welch's t-test over seeds, or a paired bootstrap over the test "
+              "examples); time and memory from different hardware are not compared."]
     tested = [f"{r['task']} / {r['strategy']}: {r['accuracy_test']}"
               for _, r in comparison.rows.iterrows() if r.get("accuracy_test")]
     if tested:

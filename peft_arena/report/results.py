@@ -30,7 +30,7 @@ FRAME_COLUMNS = [
     "peak_mb", "weights_mb", "memory_source",
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
-    "cpu", "gpu", "hardware", "git_commit",
+    "cpu", "gpu", "hardware", "git_commit", "git_dirty",
 ]
 # Summary statistic name -> per-record column it is computed from.
 SUMMARY_METRICS = {
@@ -61,6 +61,9 @@ class CellDetail:
     label_names: list[str] | None = None
     y_true: np.ndarray | None = None  # test labels, in the test split's order
     y_pred: np.ndarray | None = None
+    # AdaLoRA: final rank per adapted module, and the rank every module started with.
+    rank_pattern: dict[str, int] = field(default_factory=dict)
+    initial_rank: int | None = None
 
 
 @dataclass
@@ -94,6 +97,12 @@ def _number(value: Any) -> float:
 def _integer(value: Any) -> int | None:
     number = _number(value)
     return int(number) if math.isfinite(number) else None
+
+
+def _flag(value: Any) -> float:
+    """A yes/no record value as 1.0 or 0.0 (NaN when unknown), so it survives a CSV round trip
+    like every other number."""
+    return float(value) if isinstance(value, bool) else math.nan
 
 
 def _text(value: Any) -> str | None:
@@ -154,6 +163,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "gpu": _text(_dig(record, "environment", "hardware", "gpu")),
         "hardware": hardware_identity(record),
         "git_commit": _text(_dig(record, "environment", "git_commit")),
+        "git_dirty": _flag(_dig(record, "environment", "git_dirty")),
     }
 
 
@@ -177,7 +187,11 @@ def _detail(record: dict[str, Any]) -> CellDetail:
     y_pred = _labels(_dig(record, "predictions", "y_pred"))
     if y_true is None or y_pred is None or len(y_true) != len(y_pred):
         y_true = y_pred = None  # half a pair cannot be scored
+    ranks = _dig(record, "strategy_state", "rank_pattern")
     return CellDetail(
+        rank_pattern={str(k): int(v) for k, v in ranks.items() if _integer(v) is not None}
+        if isinstance(ranks, dict) else {},
+        initial_rank=_integer(_dig(record, "strategy_state", "init_r")),
         history=_history(record.get("history")),
         per_class_f1={str(k): _number(v) for k, v in scores.items()}
         if isinstance(scores, dict) else {},

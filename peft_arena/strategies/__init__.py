@@ -1,4 +1,4 @@
-"""Fine-tuning strategies, one short module each."""
+"""Fine-tuning strategies: entries of methods.yaml, plus a short module for a method with hooks."""
 
 from peft_arena.strategies.base import Strategy
 from peft_arena.strategies.registry import load_strategies, strategies

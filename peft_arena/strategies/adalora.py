@@ -1,9 +1,10 @@
-"""AdaLoRA: LoRA whose rank budget is re-allocated across layers during training.
+"""AdaLoRA's hooks: LoRA whose rank budget is re-allocated across layers during training.
 
-Two things make or break it: `total_step` must be the real number of optimizer steps, and
-`update_and_allocate` must run after every step (the HF Trainer never calls it; without it
-AdaLoRA silently trains as plain LoRA). Its training loss includes an orthogonality penalty,
-so compare its eval loss, not its train loss, with other methods.
+Its settings are the `adalora` entry of methods.yaml. Two things make or break it:
+`total_step` must be the real number of optimizer steps, and `update_and_allocate` must run
+after every step (the HF Trainer never calls it; without it AdaLoRA silently trains as plain
+LoRA). Its training loss includes an orthogonality penalty, so compare its eval loss, not its
+train loss, with other methods.
 """
 
 from __future__ import annotations
@@ -11,25 +12,14 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from peft import AdaLoraConfig, PeftConfig
+from peft import PeftConfig
 
 from peft_arena.strategies.base import SearchSpace, Strategy
-from peft_arena.strategies.registry import strategies
 
 
-@strategies.register("adalora")
-class AdaLoRA(Strategy):
-    name = "adalora"
-    summary = "LoRA with adaptive rank (init_r=12 -> target_r=8)"
-    # PEFT starts AdaLoRA's singular values at zero, so its update grows far slower than
-    # LoRA's at the same rate. MiniLM, Banking77 (2,000 rows, 3 epochs): 0.82 at 1e-2, 0.853 at
-    # 3e-2; AG News (540 rows, 17 steps): 0.28 at 3e-3, 0.42 at 1e-2, 0.887 at 3e-2.
-    train_defaults = {"learning_rate": 3e-2}
-    peft_config_class = AdaLoraConfig
-    peft_defaults = {"init_r": 12, "target_r": 8, "lora_alpha": 16, "lora_dropout": 0.1,
-                     "target_modules": None}
-
+class AdaLoRAHooks(Strategy):
     def peft_config(self, total_steps: int) -> PeftConfig:
+        assert self.peft_config_class is not None
         # Schedule as fractions of the run so it fits any length: warm up on the first 10% of
         # steps, prune ranks until 80%, then fine-tune the final pattern.
         schedule: dict[str, Any] = {
@@ -39,17 +29,40 @@ class AdaLoRA(Strategy):
             "deltaT": max(1, total_steps // 50),
         }
         params = {**self.peft_defaults, **schedule, **self.spec.peft}
-        return AdaLoraConfig(task_type="SEQ_CLS", **params)
+        return self.peft_config_class(task_type="SEQ_CLS", **params)
 
     def search_space(self, space: SearchSpace) -> dict[str, Any]:
-        target_r = space.choice("target_r", [4, 8, 16])
-        return {
-            **super().search_space(space),
-            "target_r": target_r,
-            "init_r": target_r * 3 // 2,  # start 50% above the target, as the defaults do
-            "lora_alpha": space.choice("lora_alpha", [8, 16, 32]),
-            "lora_dropout": space.float("lora_dropout", 0.0, 0.2),
-        }
+        drawn = super().search_space(space)
+        if "target_r" in drawn:
+            drawn["init_r"] = drawn["target_r"] * 3 // 2  # 50% above the target, as by default
+        return drawn
 
     def on_step_end(self, model: torch.nn.Module, step: int) -> None:
         model.base_model.update_and_allocate(step)
+
+    def final_state(self, model: torch.nn.Module) -> dict[str, Any]:
+        """The rank each adapted module ended with. PEFT keeps the last allocation as a mask
+        per module's singular values (`rank_pattern`); before the first allocation (a run too
+        short to reach `tinit`) every module still has its initial rank."""
+        config = model.peft_config["default"]
+        pattern = config.rank_pattern
+        if pattern:
+            ranks = {_module_name(name): int(sum(mask)) for name, mask in pattern.items()}
+        else:
+            ranks = {_module_name(name): int(param.shape[0])
+                     for name, param in model.named_parameters() if ".lora_E." in name}
+        return {"rank_pattern": dict(sorted(ranks.items(), key=lambda kv: _natural(kv[0]))),
+                "init_r": config.init_r, "target_r": config.target_r,
+                "reallocated": bool(pattern)}
+
+
+def _module_name(parameter_name: str) -> str:
+    """'base_model.model.bert.encoder.layer.0.attention.self.query.lora_E.default' ->
+    'bert.encoder.layer.0.attention.self.query'."""
+    name = parameter_name.split(".lora_E", 1)[0]
+    return name.removeprefix("base_model.model.")
+
+
+def _natural(name: str) -> list[Any]:
+    # layer.2 before layer.10
+    return [int(part) if part.isdigit() else part for part in name.split(".")]

@@ -1,21 +1,22 @@
 """What a strategy is: default hyper-parameters plus three hooks the runner calls.
 
-The runner knows only this interface; everything special about a method (quantized loading,
-AdaLoRA's rank budget) lives in the method's own short module.
+The runner knows only this interface. Most strategies are built from an entry of
+`methods.yaml` (see methods.py); a method with special needs (quantized loading, AdaLoRA's
+rank budget) adds them by overriding hooks in a short module of its own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
 from peft import PeftConfig, get_peft_model
 
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
 
 
 class SearchSpace(Protocol):
@@ -27,16 +28,43 @@ class SearchSpace(Protocol):
     def choice(self, name: str, choices: Sequence[Any]) -> Any: ...
 
 
+@dataclass(frozen=True)
+class Choice:
+    """One of a list of values (a YAML list in a method's `search`)."""
+
+    options: tuple[Any, ...]
+
+    def draw(self, space: SearchSpace, name: str) -> Any:
+        return space.choice(name, self.options)
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    """A number between two bounds (a YAML mapping `{low: .., high: .., log: ..}`)."""
+
+    low: float
+    high: float
+    log: bool = False
+
+    def draw(self, space: SearchSpace, name: str) -> float:
+        return space.float(name, self.low, self.high, log=self.log)
+
+
 class Strategy:
-    """A fine-tuning method. Subclasses set the class variables and override hooks as needed."""
+    """A fine-tuning method. Subclasses set the class variables and override hooks as needed.
+
+    `name` is set when the class is registered, from the name it is registered under.
+    """
 
     name: ClassVar[str]
-    summary: ClassVar[str]
+    summary: ClassVar[str] = ""
     # Training hyper-parameters this method wants (a learning rate that suits it, ...).
     train_defaults: ClassVar[dict[str, Any]] = {}
     # PEFT config class and the values we set on it; users override any of its fields.
     peft_config_class: ClassVar[type[PeftConfig] | None] = None
     peft_defaults: ClassVar[dict[str, Any]] = {}
+    # The method's own knobs a hyper-parameter search draws, in drawing order.
+    search: ClassVar[Mapping[str, Choice | FloatRange]] = {}
 
     def __init__(self, spec: CellSpec) -> None:
         self.spec = spec
@@ -62,13 +90,18 @@ class Strategy:
     def on_step_end(self, model: torch.nn.Module, step: int) -> None:
         """Called after each optimizer step, before gradients are cleared."""
 
+    def final_state(self, model: torch.nn.Module) -> dict[str, Any] | None:
+        """What the method decided during training that the record should keep (AdaLoRA's
+        final ranks); None for methods that decide nothing."""
+        return None
+
     # ------------------------------------------------------------------ search
 
     def search_space(self, space: SearchSpace) -> dict[str, Any]:
         """Settings a hyper-parameter search draws, centred on this cell's own values.
 
-        The training knobs every method shares; subclasses add their own with
-        `{**super().search_space(space), ...}`.
+        The training knobs every method shares, then the method's own `search`; subclasses
+        can add more with `{**super().search_space(space), ...}`.
         """
         spec = self.spec
         epochs = math.ceil(spec.epochs)
@@ -78,6 +111,7 @@ class Strategy:
             "batch_size": space.choice("batch_size", [16, 32, 64]),
             "epochs": space.choice("epochs", sorted({max(1, epochs // 2), epochs, 2 * epochs})),
             "weight_decay": space.float("weight_decay", 0.0, 0.1),
+            **{name: dimension.draw(space, name) for name, dimension in self.search.items()},
         }
 
     # ------------------------------------------------------------------ config
@@ -94,12 +128,3 @@ class Strategy:
         internal = {"task_type", "peft_type", "auto_mapping", "base_model_name_or_path",
                     "revision", "inference_mode"}
         return {f.name for f in dataclasses.fields(cls.peft_config_class)} - internal
-
-    @classmethod
-    def check_peft_params(cls, params: dict[str, Any]) -> None:
-        unknown = sorted(set(params) - cls.peft_fields())
-        if unknown:
-            allowed = ", ".join(sorted(cls.peft_fields())) or "none (no PEFT config)"
-            raise UserError(
-                f"Unknown setting {cls.name}.{unknown[0]}; settings for {cls.name}: {allowed}."
-            )

@@ -1,6 +1,7 @@
-"""QLoRA: LoRA on a base model whose linear weights are stored in 4-bit NF4.
+"""QLoRA's hooks: LoRA on a base model whose linear weights are stored in 4-bit NF4.
 
-On CPU this saves memory, not time (weights are de-quantized on the fly).
+Its settings are the `qlora` entry of methods.yaml, which extends `lora`. On CPU this saves
+memory, not time (weights are de-quantized on the fly).
 """
 
 from __future__ import annotations
@@ -11,21 +12,15 @@ import torch
 from peft import get_peft_model, prepare_model_for_kbit_training
 from transformers import BitsAndBytesConfig
 
-from peft_arena.cell.optim import HEAD_MODULE_NAMES
-from peft_arena.strategies.lora import LORA_DEFAULTS, LoRA
-from peft_arena.strategies.registry import strategies
+from peft_arena.config.heads import HEAD_MODULE_NAMES
+from peft_arena.strategies.base import Strategy
 
 # The head must stay out of quantization or PEFT cannot make it trainable: the classification
 # head's modules, plus BERT's and RoBERTa's pooler, which feeds it.
 HEAD_MODULES = sorted(HEAD_MODULE_NAMES | {"pooler"})
 
 
-@strategies.register("qlora")
-class QLoRA(LoRA):
-    name = "qlora"
-    summary = "LoRA on a 4-bit NF4 base (bitsandbytes)"
-    peft_defaults = LORA_DEFAULTS
-
+class QLoRAHooks(Strategy):
     def load_kwargs(self, precision_dtype: torch.dtype) -> dict[str, Any]:
         config = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -49,6 +44,6 @@ class QLoRA(LoRA):
         return get_peft_model(model, self.peft_config(total_steps))
 
     def wrap_for_counting(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
-        # A 4-bit weight holds as many values as the unquantized one, so the counts are LoRA's
-        # on the unquantized model; nothing is handed to bitsandbytes.
-        return LoRA.wrap(self, model, total_steps)
+        # A 4-bit weight holds as many values as the unquantized one, so the counts are the
+        # plain PEFT wrap's on the unquantized model; nothing is handed to bitsandbytes.
+        return Strategy.wrap(self, model, total_steps)

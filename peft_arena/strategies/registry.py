@@ -1,8 +1,13 @@
-"""The strategy registry: built-ins plus third-party ones from the entry point group."""
+"""The strategy registry: the methods of methods.yaml plus third-party ones from the entry
+point group `peft_arena.strategies`.
+
+A plug-in's entry point names a module (or any object in it); loading it runs the module,
+which registers its strategies with `@strategies.register("name")` on a `Strategy` subclass,
+or with `register_methods(path)` for a YAML file of its own in the methods.yaml format.
+"""
 
 from __future__ import annotations
 
-from importlib import import_module
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
@@ -12,19 +17,30 @@ if TYPE_CHECKING:
     from peft_arena.strategies.base import Strategy
 
 ENTRY_POINT_GROUP = "peft_arena.strategies"
-BUILTINS = ("full", "lora", "qlora", "ia3", "adalora", "loha")
 
-strategies: Registry[type[Strategy]] = Registry("strategy")
+
+class StrategyRegistry(Registry["type[Strategy]"]):
+    """A registry whose entries learn their name from it: a strategy's name is written once,
+    where it is registered."""
+
+    def add(self, name: str, item: type[Strategy]) -> type[Strategy]:
+        super().add(name, item)
+        item.name = name
+        return item
+
+
+strategies = StrategyRegistry("strategy")
 _loaded = False
 
 
-def load_strategies() -> Registry[type[Strategy]]:
-    """Import the built-in modules (each registers itself) and any installed plug-ins."""
+def load_strategies() -> StrategyRegistry:
+    """Register the built-in methods and any installed plug-ins (once per process)."""
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in BUILTINS:
-            import_module(f"peft_arena.strategies.{module}")
+        from peft_arena.strategies.methods import BUILTIN_METHODS, register_methods
+
+        register_methods(BUILTIN_METHODS)
         for entry in entry_points(group=ENTRY_POINT_GROUP):
             entry.load()
     return strategies

@@ -1,8 +1,4 @@
-"""Save a cell's trained weights, and export them as a model other tools can load.
-
-A run with `--save-model` keeps RESULTS/models/<cell id>/: the adapter in PEFT format (or, for
-full fine-tuning, the whole model), the tokenizer and `peft_arena.json` (the cell's spec and
-label names). `export` turns that into one of:
+"""Export a cell's saved weights (see cell.saving) as a model other tools can load:
 
     adapter  PEFT adapter + tokenizer. transformers loads it on top of its base model:
              AutoModelForSequenceClassification.from_pretrained(DIR, id2label=...)
@@ -16,7 +12,6 @@ the 4-bit weights: rounding the merged weights back to 4 bits would change the o
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,45 +20,11 @@ import torch
 from accelerate.utils import set_seed
 
 from peft_arena.cell.modeling import load_model, load_tokenizer
+from peft_arena.cell.saving import read_metadata, saved_model_dir, write_metadata
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
-from peft_arena.records.store import read_record
+from peft_arena.records.store import read_record, results_dir_of
 from peft_arena.strategies import load_strategies
-
-MODELS_SUBDIR = "models"
-METADATA_FILE = "peft_arena.json"
-ADAPTER_CONFIG = "adapter_config.json"
-
-
-def saved_model_dir(results_dir: Path, cell_id: str) -> Path:
-    return Path(results_dir) / MODELS_SUBDIR / cell_id
-
-
-def save_trained_model(model: torch.nn.Module, tokenizer: Any, spec: CellSpec,
-                       label_names: list[str], folder: Path) -> None:
-    """What export needs later. `save_pretrained` writes only the adapter (and the trained
-    head) for a PEFT model, and the whole model for full fine-tuning."""
-    folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    kind = "adapter" if (folder / ADAPTER_CONFIG).exists() else "full"
-    write_metadata(folder, spec, label_names, kind)
-
-
-def write_metadata(folder: Path, spec: CellSpec, label_names: list[str], kind: str) -> None:
-    metadata = {"kind": kind, "cell_id": spec.cell_id, "label_names": label_names,
-                "max_length": spec.max_length, "spec": spec.to_dict()}
-    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n", encoding="utf-8")
-
-
-def read_metadata(folder: Path) -> dict[str, Any] | None:
-    path = Path(folder) / METADATA_FILE
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"{path} is damaged; export the model again.") from None
 
 
 def load_adapter_model(folder: Path, metadata: dict[str, Any], *,
@@ -102,7 +63,7 @@ def export_model(record_file: str | Path, out_dir: str | Path, *, merge: bool = 
                         f"RESULTS/records/.")
     if record.get("status") != "ok":
         raise UserError(f"Cell {record['cell_id']} failed; only finished cells can be exported.")
-    saved = saved_model_dir(record_file.parent.parent, record["cell_id"])
+    saved = saved_model_dir(results_dir_of(record_file), record["cell_id"])
     metadata = read_metadata(saved)
     if metadata is None:
         raise UserError(
@@ -116,7 +77,11 @@ def export_model(record_file: str | Path, out_dir: str | Path, *, merge: bool = 
         # The saved folder already is the export: a full model, or the adapter as PEFT wrote it.
         shutil.copytree(saved, out, dirs_exist_ok=True)
         return metadata["kind"]
-    merged = load_adapter_model(saved, metadata, dequantize=True).merge_and_unload()
+    adapted = load_adapter_model(saved, metadata, dequantize=True)
+    if adapted.active_peft_config.is_prompt_learning:
+        raise UserError(f"Cell {record['cell_id']} trained {spec.strategy}, a learned prompt with "
+                        f"no weights to merge into; export it without --merge.")
+    merged = adapted.merge_and_unload()
     out.mkdir(parents=True, exist_ok=True)
     merged.save_pretrained(out)
     load_tokenizer(str(saved)).save_pretrained(out)

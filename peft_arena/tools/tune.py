@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from peft_arena.cell.loop import EvalCallback, NonFiniteLoss
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.runner import train_cell
 from peft_arena.config.spec import RUN_ONLY_KEYS, TRAIN_KEYS, CellSpec
 from peft_arena.errors import UserError
 from peft_arena.matrix.execute import preflight
@@ -257,15 +257,14 @@ def tune(
         trial.set_user_attr("settings", settings)
         spec = apply_settings(base, settings)
         try:
-            summary = run_cell(spec, data_dir, evaluate_test=False,
-                               on_evaluate=pruning_reporter(trial) if single else None)
+            outcome = train_cell(spec, data_dir,
+                                 on_evaluate=pruning_reporter(trial) if single else None)
         except NonFiniteLoss:
             trial.set_user_attr("diverged", True)
             raise
-        trial.set_user_attr("history", summary["history"])
-        scores = {"accuracy": summary["metrics"]["val_accuracy"],
-                  "trainable_params": summary["params"]["trainable"],
-                  "time": summary["time"]["phases"]["train_s"]}
+        trial.set_user_attr("history", outcome.result.history)
+        scores = {"accuracy": outcome.val_accuracy, "trainable_params": outcome.trainable,
+                  "time": outcome.train_s}
         return scores["accuracy"] if single else tuple(scores[o] for o in objectives)
 
     done = sum(_counts_toward_budget(_row(t, objectives)) for t in study.trials)
@@ -302,7 +301,7 @@ def write_preset(path: str | Path, spec: CellSpec, best: TrialRow, study_name: s
     document = {
         "model": spec.model,
         "seeds": [spec.seed],
-        "tasks": [spec.task_file or spec.task],
+        "tasks": [spec.task_source],
         "defaults": defaults,
         "strategies": {spec.strategy: strategy_settings},
     }

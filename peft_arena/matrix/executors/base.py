@@ -27,7 +27,7 @@ from peft_arena.records.store import read_record
 
 # Exit status of a cell's process that saw Ctrl-C and wrote nothing (cell_process.main).
 INTERRUPTED_CODES = (130, -signal.SIGINT)
-SPEC_FILE = "spec.json"
+SPEC_SUFFIX = ".spec.json"
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
@@ -106,7 +106,7 @@ def worker_name() -> str:
 
 
 def _command(job: CellJob, workdir: Path, parent_pid: int) -> list[str]:
-    cell = ["-m", "peft_arena.matrix.cell_process", str(workdir / SPEC_FILE),
+    cell = ["-m", "peft_arena.matrix.cell_process", str(spec_file(workdir, job.cell_id)),
             str(record_file(workdir, job.cell_id)), job.data_dir, "--run-id", job.run_id]
     if job.results_dir:
         cell += ["--results-dir", job.results_dir]
@@ -129,6 +129,10 @@ def _die_with_parent() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
+def spec_file(workdir: Path, cell_id: str) -> Path:
+    return workdir / f"{cell_id}{SPEC_SUFFIX}"
+
+
 def record_file(workdir: Path, cell_id: str) -> Path:
     # Named as in the results folder: a record read back must match its file name.
     return workdir / f"{cell_id}.json"
@@ -138,7 +142,7 @@ def start_cell(job: CellJob, workdir: Path, pass_fds: tuple[int, ...] = ()) -> s
     """Start the cell's process; it writes its record into `workdir`."""
     workdir.mkdir(parents=True, exist_ok=True)
     record_file(workdir, job.cell_id).unlink(missing_ok=True)
-    (workdir / SPEC_FILE).write_text(json.dumps(job.spec), encoding="utf-8")
+    spec_file(workdir, job.cell_id).write_text(json.dumps(job.spec), encoding="utf-8")
     env = {**os.environ, **job.env}
     return subprocess.Popen(_command(job, workdir, os.getpid()), env=env, pass_fds=pass_fds,
                             preexec_fn=_die_with_parent if job.processes > 1 else None)

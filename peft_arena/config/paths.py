@@ -1,0 +1,26 @@
+"""Where peft-arena keeps what it caches between runs: one root, chosen by the environment.
+
+    $PEFT_ARENA_CACHE, else $XDG_CACHE_HOME/peft-arena, else ~/.cache/peft-arena
+        tokens/            tokenized splits (cell.batching)
+        peak_flops.json    the machine's measured matmul peak (measure.flops)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+CACHE_ENV = "PEFT_ARENA_CACHE"
+
+
+def cache_root() -> Path:
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "peft-arena"
+    return Path(os.environ.get(CACHE_ENV, default))
+
+
+def token_cache_dir() -> Path:
+    return cache_root() / "tokens"
+
+
+def peak_flops_file() -> Path:
+    return cache_root() / "peak_flops.json"

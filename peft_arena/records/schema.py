@@ -1,0 +1,199 @@
+"""The record: one JSON object per cell, section by section. This file is its only description.
+
+Schema version 1. A record's `status` decides which sections hold data:
+
+    ok       every section below, filled in (records.builders.ok_record)
+    partial  a search trial, trained and validated but never tested: spec, metrics (val_*
+             only), params (trainable, total), time (total_s, phases), history, best_step,
+             stopped_early (records.builders.partial_record); kept by the search, never in a
+             results folder
+    failed   spec, error, memory, environment; metrics, params, time and compute are {},
+             history is [], predictions is null (records.builders.failed_record)
+
+Readers are tolerant: records written before a field existed lack it (`best_step`,
+`stopped_early`, `artifacts`, `resolved` and `run_id` came after the first records), and a
+field added later must stay optional to read. To add a field: declare it in its section
+below, fill it in the section's builder, and read it with `.get` in the report. To add a
+section (a concern of its own), add a TypedDict, a key in `Record` and a keyword argument of
+`ok_record`. Bump SCHEMA_VERSION only when a field changes meaning; readers refuse newer ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypedDict
+
+SCHEMA_VERSION = 1
+
+Status = Literal["ok", "partial", "failed"]
+
+
+class Metrics(TypedDict, total=False):
+    """Test-split scores of the trained model, and the validation pass whose weights were
+    tested (the best one under early stopping)."""
+
+    accuracy: float
+    macro_f1: float
+    eval_loss: float
+    val_accuracy: float | None
+    val_macro_f1: float | None
+    per_class_f1: dict[str, float]  # label name -> F1 on the test split
+    confidence: dict[str, float]  # mean, share_above_0_9, ece (measure.metrics)
+
+
+class Params(TypedDict, total=False):
+    trainable: int
+    total: int  # 4-bit weights counted as the unquantized values they hold
+    trainable_pct: float
+    # Bytes on disk of what save_pretrained writes: the adapter and head for PEFT, the whole
+    # model for full fine-tuning.
+    adapter_bytes: int
+
+
+class Time(TypedDict, total=False):
+    """Wall-clock seconds. `phases` are disjoint and sum to within a few percent of total_s:
+    setup_s, data_s, tokenize_s, model_s, train_s (validation passes excluded), validate_s,
+    eval_s, measure_s and, when the model is saved, save_s. Tokens are real (non-padding)."""
+
+    total_s: float  # from the cell's start; interpreter start-up and imports are not in it
+    phases: dict[str, float]
+    train_samples_per_s: float
+    train_tokens_per_s: float
+    eval_samples_per_s: float
+    eval_tokens_per_s: float
+
+
+class Memory(TypedDict, total=False):
+    """Peak memory; measure.memory documents every field of the "nvml" source (device and
+    process peaks, torch allocator peaks, contention by other processes)."""
+
+    peak_bytes: int | None
+    source: Literal["cpu_rss", "nvml"] | None
+    weights_bytes: int | None  # parameters and buffers as stored (4-bit at their real size)
+    batch_size: int
+    max_length: int
+
+
+class Compute(TypedDict, total=False):
+    """Training FLOPs and model FLOP utilisation; measure.flops documents the estimate."""
+
+    train_flops: float
+    train_flops_per_s: float
+    peak_flops_per_s: float
+    peak_source: Literal["measured", "cached"]
+    peak_under_load: bool
+    peak_dtype: str
+    mfu: float
+    peak_method: str  # how the peak was measured (shape of the matmuls, caching)
+    peaks: dict[str, float]  # precision -> measured peak FLOP/s on this device
+    model_gemm_flops_per_s: float | None  # matmul rate at the model's own linear shapes
+    model_gemm_rows: int
+    mfu_model_gemm: float | None  # MFU against that ceiling
+    datasheet_flops_per_s: float | None  # GPUs: the vendor's dense peak for the precision
+    mfu_datasheet: float | None
+    per_token_flops: float
+    per_sequence_flops: float
+    non_embedding_params: int
+    trainable_non_embedding_params: int
+
+
+class HistoryEntry(TypedDict, total=False):
+    """One validation pass."""
+
+    epoch: float
+    step: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    val_macro_f1: float
+
+
+class Predictions(TypedDict):
+    """Test labels and predictions in the test split's own order, so that two cells sharing a
+    test split can be compared example by example."""
+
+    y_true: list[int]
+    y_pred: list[int]
+
+
+class Error(TypedDict):
+    type: str
+    message: str
+    phase: str  # the phase the cell was in, or "process" when its process died
+    traceback: str | None
+
+
+class Artifacts(TypedDict):
+    model_dir: str | None  # saved weights (--save-model), relative to the results folder
+
+
+class Resolved(TypedDict, total=False):
+    """What the cell's settings resolved to on this machine."""
+
+    model_path: str
+    trust_remote_code: bool
+    peft_config: dict[str, Any] | None  # the PEFT config as built (rank_pattern left out)
+    precision: str
+    attn_implementation: str | None
+    train_examples: int
+    val_examples: int
+    test_examples: int
+    label_names: list[str]
+    total_steps: int
+    tokenize_cache_hits: list[str]  # splits whose token ids came from the cache
+    data_fingerprint: dict[str, str]  # split -> hash of the token ids and labels used
+
+
+class Environment(TypedDict, total=False):
+    """measure.provenance: what a reader needs to reproduce a figure or tell two apart."""
+
+    versions: dict[str, str | None]  # package -> version
+    # cpu, cpu_count, cpu_bf16_flags, cpu_speed_flags, torch_threads, torch_interop_threads,
+    # thread_variables, platform, python, and on a GPU: gpu, gpu_count, gpu_memory_bytes,
+    # cuda, cudnn, gpu_driver
+    hardware: dict[str, Any]
+    precision: str
+    git_commit: str | None
+    git_dirty: bool | None
+
+
+class Execution(TypedDict, total=False):
+    """How and where the cell ran (records made before executors lack it). The cell writes the
+    first group (cell.distributed), the matrix adds the second when it writes the record."""
+
+    processes: int  # ranks of a cell over several devices (devices_per_cell); 1 otherwise
+    distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU
+    threads: int  # torch threads of each process
+    per_rank_peak_bytes: list[int | None]  # memory.peak_bytes is their maximum
+    hardware: str  # measure.hardware_identity: what the cell's speed depends on
+    executor: str  # local | ray | slurm
+    workers: int  # local: cells the matrix ran at once
+    worker: str  # host:pid (Ray node, Slurm job) that ran the cell
+    attempts: int  # Ray: 2 when the first worker was lost and the task ran again
+    environment: dict[str, str]  # thread and device variables the executor set for the cell
+
+
+class Record(TypedDict, total=False):
+    schema_version: int
+    cell_id: str  # "<task>__<strategy>__seed<seed>__<config hash>"
+    status: Status
+    spec: dict[str, Any]  # CellSpec.to_dict(): model, task, strategy, seed, every setting
+    resolved: Resolved
+    metrics: Metrics
+    params: Params
+    time: Time
+    memory: Memory
+    compute: Compute
+    history: list[HistoryEntry]
+    best_step: int | None  # the step whose weights were tested (early stopping)
+    stopped_early: bool
+    artifacts: Artifacts
+    # what the strategy reports about itself after training (AdaLoRA: the final rank per
+    # module, `rank_pattern`, and `initial_rank`); None for strategies with nothing to report
+    strategy_state: dict[str, Any] | None
+    predictions: Predictions | None
+    error: Error | None
+    run_id: str | None  # the matrix run that wrote the record (absent when made elsewhere)
+    environment: Environment
+    execution: Execution
+    started_at: str | None  # ISO-8601 UTC
+    finished_at: str
