@@ -220,6 +220,17 @@ BAD_INPUTS = [
     ("preset key twice", {}, [], "preset:strategies: [lora]\nstrategies: [ia3]\n",
      "'strategies' appears twice"),
     ("task name escapes", {}, [], "task:name: ../../x\nhub: {path: a/b}\n", "Bad name"),
+    ("no workers", {}, ["--workers", "0"], None, "--workers 0"),
+    ("unknown executor", {}, ["--executor", "kubernetes"], None, "Unknown executor"),
+    ("ray missing", {}, ["--executor", "ray"], "no-module:ray", "peft-arena[ray]"),
+    ("submitit missing", {}, ["--executor", "slurm"], "no-module:submitit", "peft-arena[slurm]"),
+    ("more devices than there are", {},
+     ["--set", "devices_per_cell=4096", "--set", "batch_size=4096", "--set",
+      "eval_batch_size=4096"], None, "devices_per_cell=4096 is more than"),
+    ("batch does not split over devices", {}, ["--set", "devices_per_cell=2", "--set",
+                                               "batch_size=15"], None, "does not split"),
+    ("silent ray address", {}, ["--executor", "ray", "--ray-address", "127.0.0.1:9"], None,
+     "nothing answers there"),
 ]
 
 
@@ -236,6 +247,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_no_record(
         target = workspace["tmp"] / f"bad-{kind}.yaml"
         target.write_text(text.replace("{marker}", str(marker)))
         options["--preset" if kind == "preset" else "--matrix"] = target
+    elif breakage and breakage.startswith("no-module:"):
+        monkeypatch.setitem(sys.modules, breakage.partition(":")[2], None)  # not installed
     elif breakage:
         _break_data(workspace["data"] / "synth", breakage)
     before = {p: p.read_bytes() for p in workspace["results"].rglob("*") if p.is_file()}

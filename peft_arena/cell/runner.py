@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from peft_arena import progress
-from peft_arena.cell import trackers
+from peft_arena.cell import distributed, trackers
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -178,6 +178,7 @@ class Cell:
             AcceleratorState._reset_state()
             accelerator = Accelerator(mixed_precision=precision.accelerate_name,
                                       cpu=not torch.cuda.is_available(),
+                                      dataloader_config=distributed.dataloader_config(),
                                       **trackers.accelerator_kwargs(spec, self.results_dir))
             trackers.start(accelerator, spec)
             strategy = load_strategies().get(spec.strategy)(spec)
@@ -198,9 +199,11 @@ class Cell:
             loaders = {
                 "train": _loader(splits["train"], pad_id, LengthGroupedBatchSampler(
                     splits["train"].lengths, spec.batch_size, spec.seed)),
-                "val": _loader(splits["val"], pad_id,
-                               sorted_batches(splits["val"].lengths, spec.eval_batch_size)),
-                "test": _loader(splits["test"], pad_id, test_batches),
+                "val": _loader(splits["val"], pad_id, distributed.SizedBatches(
+                    sorted_batches(splits["val"].lengths, spec.eval_batch_size),
+                    spec.eval_batch_size)),
+                "test": _loader(splits["test"], pad_id, distributed.SizedBatches(
+                    test_batches, spec.eval_batch_size)),
             }
             total_steps = max(1, math.ceil(len(loaders["train"]) * spec.epochs))
         return Inputs(data.label_names, splits,
@@ -233,10 +236,14 @@ class Cell:
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
         with (self.timer.phase("train"),
               frozen_linear_weights_in(built.model, setup.precision.compute_dtype)):
-            return train_epochs(built.model, setup.strategy, built.optimizer, built.scheduler,
-                                built.loaders["train"], built.loaders["val"], setup.accelerator,
-                                self.spec, inputs.total_steps, self.on_evaluate,
-                                timer=self.timer)
+            trained = train_epochs(built.model, setup.strategy, built.optimizer,
+                                   built.scheduler, built.loaders["train"],
+                                   built.loaders["val"], setup.accelerator, self.spec,
+                                   inputs.total_steps, self.on_evaluate, timer=self.timer)
+        # The whole cell's work, over every rank of a multi-device cell.
+        trained.samples, trained.tokens = distributed.sum_over_ranks(
+            setup.accelerator, trained.samples, trained.tokens)
+        return trained
 
     def save(self, setup: Setup, inputs: Inputs, built: Built) -> Path | None:
         """The trained weights for `export`, when the spec asks and there is a results folder."""
@@ -250,7 +257,9 @@ class Cell:
 
     def test(self, setup: Setup, built: Built) -> EvalResult:
         with self.timer.phase("eval"):
-            return evaluate(built.model, built.loaders["test"], setup.accelerator, "test")
+            tested = evaluate(built.model, built.loaders["test"], setup.accelerator, "test")
+            [tested.tokens] = distributed.sum_over_ranks(setup.accelerator, tested.tokens)
+            return tested
 
     def measure(self, setup: Setup, inputs: Inputs, built: Built,
                 trained: TrainResult) -> Measured:
@@ -258,13 +267,14 @@ class Cell:
             final_model = setup.accelerator.unwrap_model(built.model)
             return Measured(
                 saved_size_bytes(final_model), weights_bytes(final_model),
-                compute_report(
+                distributed.scale_peak(compute_report(
                     final_model, train_tokens=trained.tokens,
                     sum_squared_lengths=trained_sum_squared_lengths(
                         inputs.splits["train"].lengths, trained.samples),
                     train_sequences=trained.samples, batch_size=self.spec.batch_size,
                     train_seconds=self.timer.phases["train_s"],
-                    device=setup.accelerator.device, dtype=setup.precision.compute_dtype))
+                    device=setup.accelerator.device, dtype=setup.precision.compute_dtype),
+                    setup.accelerator.num_processes))
 
     # ------------------------------------------------------------------ entry points
 
@@ -290,6 +300,10 @@ class Cell:
             tested = self.test(setup, built)
             measured = self.measure(setup, inputs, built, trained)
         memory = memory_report(setup.poller, measured.weights_bytes)  # last: a lifetime peak
+        rank_peaks = distributed.per_rank(setup.accelerator, memory["peak_bytes"])
+        if len(rank_peaks) > 1 and any(p is not None for p in rank_peaks):
+            memory["peak_bytes"] = max(p for p in rank_peaks if p is not None)
+        provenance = environment(setup.precision.name)
         record = builders.ok_record(
             self.spec, resolved=self._resolved(setup, inputs, built),
             data_hygiene=inputs.data_hygiene or {},
@@ -306,7 +320,10 @@ class Cell:
             artifacts={"model_dir": str(model_dir.relative_to(self.results_dir))
                        if model_dir and self.results_dir else None},
             predictions=_test_predictions(tested, inputs.test_batches),
-            environment=environment(setup.precision.name), started_at=setup.started_at)
+            environment=provenance, started_at=setup.started_at,
+            execution=distributed.execution_section(setup.accelerator, rank_peaks,
+                                                    provenance["hardware"],
+                                                    setup.precision.name))
         setup.accelerator.log({"test_accuracy": tested.accuracy, "test_macro_f1": tested.macro_f1,
                                "test_loss": tested.loss},
                               step=trained.history[-1]["step"] if trained.history else 0)
@@ -394,19 +411,22 @@ def _test_predictions(result: EvalResult, batches: list[list[int]]) -> Predictio
 
 def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | None, *,
                    timer: PhaseTimer | None = None, run_id: str | None = None,
-                   trust_remote_code: bool = False) -> None:
+                   trust_remote_code: bool = False, results_dir: Path | None = None) -> None:
     """Run a cell and write its record, ok or failed; a failure is re-raised after recording.
 
     `run_id` names the matrix run in the record, so that two runs sharing a results folder
-    can be told apart.
+    can be told apart. `results_dir` is where saved models and tracker logs go (default: the
+    results folder of `record_file`). Of a cell over several processes, rank 0 writes.
     """
     timer = timer or PhaseTimer()
+    write = write_record if distributed.is_main_process() else (lambda *_: None)
     try:
-        record = run_cell(spec, data_dir, timer, results_dir=results_dir_of(record_file),
+        record = run_cell(spec, data_dir, timer,
+                          results_dir=results_dir or results_dir_of(record_file),
                           trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure becomes a failed record; the matrix goes on
-        write_record(record_file, builders.failed_record(
+        write(record_file, builders.failed_record(
             spec, builders.error_section(exc, timer.current), memory=memory_report(None),
             environment=environment(spec.precision), run_id=run_id))
         raise
-    write_record(record_file, {**record, "run_id": run_id})
+    write(record_file, {**record, "run_id": run_id})

@@ -24,7 +24,7 @@ TRACKERS = ("wandb", "mlflow", "tensorboard")
 RUN_ONLY_KEYS = ("tracker", "save_model")
 # Settings added after records existed: left out of the config hash while unset, so that a
 # record made before a setting existed keeps its identity (and is not run again).
-HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks")
+HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks", "devices_per_cell")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -66,6 +66,10 @@ class CellSpec:
     # restore the trainable weights of the best pass before the test evaluation. None: off.
     early_stopping_patience: int | None = None
     early_stopping_metric: str = "val_accuracy"
+    # Processes (devices) one cell runs on, data-parallel; None: one. batch_size and
+    # eval_batch_size stay global (each device takes its share of every batch), so a cell
+    # takes the same optimizer steps on any number of devices.
+    devices_per_cell: int | None = None
     # How a run is watched and what it keeps. They do not change what the cell computes, so
     # they stay out of the config hash (see RUN_ONLY_KEYS).
     tracker: str | None = None
@@ -74,6 +78,8 @@ class CellSpec:
     def __post_init__(self) -> None:
         # YAML and the command line give "200" or 200; one spelling keeps the hash stable.
         self.eval_every = str(self.eval_every).strip().lower()
+        if self.devices_per_cell == 1:
+            self.devices_per_cell = None  # one spelling of "one device" keeps the hash stable
         checks = [
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.head_learning_rate is None or self.head_learning_rate > 0,
@@ -96,6 +102,9 @@ class CellSpec:
              "early_stopping_patience must be >= 1"),
             (self.early_stopping_metric in EARLY_STOPPING_METRICS,
              f"early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}"),
+            (self.devices_per_cell is None
+             or (isinstance(self.devices_per_cell, int) and self.devices_per_cell >= 1),
+             "devices_per_cell must be a whole number >= 1"),
             (self.tracker is None or self.tracker in TRACKERS,
              f"tracker must be one of {', '.join(TRACKERS)}"),
         ]

@@ -169,13 +169,29 @@ class Environment(TypedDict, total=False):
     """measure.provenance: what a reader needs to reproduce a figure or tell two apart."""
 
     versions: dict[str, str | None]  # package -> version
-    # cpu, cpu_count, cpu_bf16_flags, torch_threads, torch_interop_threads,
+    # cpu, cpu_count, cpu_bf16_flags, cpu_speed_flags, torch_threads, torch_interop_threads,
     # thread_variables, platform, python, and on a GPU: gpu, gpu_count, gpu_memory_bytes,
     # cuda, cudnn, gpu_driver
     hardware: dict[str, Any]
     precision: str
     git_commit: str | None
     git_dirty: bool | None
+
+
+class Execution(TypedDict, total=False):
+    """How and where the cell ran (records made before executors lack it). The cell writes the
+    first group (cell.distributed), the matrix adds the second when it writes the record."""
+
+    processes: int  # ranks of a cell over several devices (devices_per_cell); 1 otherwise
+    distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU
+    threads: int  # torch threads of each process
+    per_rank_peak_bytes: list[int | None]  # memory.peak_bytes is their maximum
+    hardware: str  # measure.hardware_identity: what the cell's speed depends on
+    executor: str  # local | ray | slurm
+    workers: int  # local: cells the matrix ran at once
+    worker: str  # host:pid (Ray node, Slurm job) that ran the cell
+    attempts: int  # Ray: 2 when the first worker was lost and the task ran again
+    environment: dict[str, str]  # thread and device variables the executor set for the cell
 
 
 class Record(TypedDict, total=False):
@@ -201,5 +217,6 @@ class Record(TypedDict, total=False):
     error: Error | None
     run_id: str | None  # the matrix run that wrote the record (absent when made elsewhere)
     environment: Environment
+    execution: Execution
     started_at: str | None  # ISO-8601 UTC
     finished_at: str
