@@ -19,6 +19,7 @@ from peft_arena.matrix.budget import ParameterCount
 from peft_arena.matrix.execute import MatrixResult, run_matrix
 from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.matrix.plan import Overrides, build_cells
+from peft_arena.measure.estimate import MemoryEstimate
 from peft_arena.strategies import load_strategies
 
 
@@ -55,6 +56,14 @@ def executor_settings(preset: str = DEFAULT_PRESET, **overrides: Any) -> Executo
     """Where cells run: the preset's `executor:` section, then `overrides` (name, workers,
     ray_address, slurm={partition, time_min, ...}) that are not None."""
     return ExecutorSettings.from_preset(load_preset(preset).executor, **overrides)
+
+
+def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
+                ) -> list[MemoryEstimate]:
+    """An estimate of each cell's training memory from the models' configs alone: weights by
+    dtype and quantization, gradients and AdamW states, activations with and without gradient
+    checkpointing (peft_arena.measure.estimate says what it counts)."""
+    return budget.plan_memory(cells, data_dir)
 
 
 def run(cells: list[CellSpec], results_dir: str | Path = "results",

@@ -180,7 +180,8 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
         preset, name=executor_name, workers=workers, ray_address=ray_address,
         slurm={k: v for k, v in slurm.items() if v is not None})
     if dry_run:
-        _show(_plan_table(cells, api.plan_parameters(cells, data_dir)))
+        _show(_plan_table(cells, api.plan_parameters(cells, data_dir)),
+              _memory_table(cells, api.plan_memory(cells, data_dir)))
         return
     from peft_arena.cell.trackers import check_available
     from peft_arena.matrix.execute import run_matrix
@@ -215,6 +216,33 @@ def _plan_table(cells, counts) -> Table:
         peft = ", ".join(f"{k}={v}" for k, v in c.peft.items() if v is not None) or "-"
         table.add_row(c.task, c.strategy, str(c.seed), training, peft, f"{n.trainable:,}",
                       f"{n.total:,}", f"{n.trainable_pct:.2f}")
+    return table
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f}"
+
+
+def _memory_table(cells, estimates) -> Table:
+    """The training-memory estimate per cell, in GiB; the activations column that applies
+    (with or without gradient checkpointing) is the one the total counts."""
+    table = Table(title="Estimated training memory (GiB; no CUDA context or allocator reserve)",
+                  box=box.SIMPLE_HEAD)
+    for column in ("task", "strategy", "batch x length"):
+        table.add_column(column, overflow="fold")
+    for column in ("weights", "grads+AdamW", "activations", "with checkpointing", "total"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for c, e in zip(cells, estimates, strict=True):
+        if c.seed != cells[0].seed:
+            continue  # seeds share the estimate
+        marks = ("", " *") if e.gradient_checkpointing else (" *", "")
+        table.add_row(c.task, c.strategy, f"{c.batch_size} x {c.max_length}",
+                      _gib(e.weights_bytes),
+                      _gib(e.gradients_bytes + e.optimizer_bytes + e.autocast_bytes),
+                      _gib(e.activations_bytes) + marks[0],
+                      _gib(e.activations_checkpointed_bytes) + marks[1],
+                      _gib(e.total_bytes))
+    table.caption = "* counted in the total (set gradient_checkpointing=true for the other)"
     return table
 
 

@@ -112,3 +112,30 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_roberta(tmp_path_factory) -> Path:
     return _tiny_model(tmp_path_factory.mktemp("tiny-roberta"), "roberta")
+
+
+def _tiny_decoder(tmp_path_factory, arch: str) -> Path:
+    from tests.tiny_decoders import save_tiny_decoder
+
+    return save_tiny_decoder(tmp_path_factory.mktemp(f"tiny-{arch}"), arch)
+
+
+# Decoders saved as base checkpoints (ForCausalLM) with tokenizers that have no pad token.
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory, "llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory, "qwen2")
+
+
+@pytest.fixture(scope="session")
+def tiny_mistral(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory, "mistral")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(tmp_path_factory) -> Path:
+    return _tiny_decoder(tmp_path_factory, "gpt2")

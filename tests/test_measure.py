@@ -113,7 +113,7 @@ def test_dry_run_command_prints_counts(roberta_base_shape, monkeypatch):
         "--model", str(roberta_base_shape), "--dry-run",
         *(arg for setting in LORA_QV for arg in ("--set", setting))])
     assert done.exit_code == 0, done.output
-    rows = [line for line in done.output.splitlines() if "agnews" in line]
+    rows = [line for line in done.output.splitlines() if "agnews" in line and "lr=" in line]
     assert len(rows) == 2
     # Trainable and total: adapters + head, and the base plus PEFT's frozen copy of the head.
     assert all("888,580" in row and "125,537,288" in row for row in rows), done.output
@@ -314,9 +314,12 @@ def test_compute_figures_are_consistent(tiny_record):
 def test_record_memory_params_and_provenance(tiny_record):
     memory, params = tiny_record["memory"], tiny_record["params"]
     assert memory["source"] == "cpu_rss" and memory["peak_bytes"] > 50 * 2**20
-    # fp32 weights: 4 bytes per parameter (PEFT's frozen head copy included), plus BERT's two
-    # int64 position/token-type buffers of max_position_embeddings (80) each.
-    assert memory["weights_bytes"] == 4 * params["total"] + 2 * 80 * 8
+    # Trainable weights in fp32; the frozen base (PEFT's frozen head copy included) in bf16 in
+    # a bf16 run, else fp32; plus BERT's two int64 position/token-type buffers of
+    # max_position_embeddings (80) each.
+    frozen_bytes = 2 if tiny_record["resolved"]["precision"] == "bf16" else 4
+    assert memory["weights_bytes"] == (frozen_bytes * (params["total"] - params["trainable"])
+                                       + 4 * params["trainable"] + 2 * 80 * 8)
     # The saved adapter holds the trainable values in fp32 plus a config: more than the
     # values, far less than the model.
     assert 4 * params["trainable"] < params["adapter_bytes"] < 4 * params["total"]

@@ -8,8 +8,7 @@ import json
 import pytest
 
 from peft_arena.cell.modeling import load_model
-from peft_arena.cell.optim import build_optimizer
-from peft_arena.config.heads import is_head_parameter
+from peft_arena.cell.optim import build_optimizer, is_head_parameter
 from peft_arena.config.spec import HASHED_WHEN_SET, CellSpec
 from peft_arena.errors import UserError
 from peft_arena.strategies import load_strategies
@@ -37,10 +36,13 @@ def test_without_a_head_rate_there_is_one_group(tiny_bert):
 
 
 def test_head_names():
-    assert is_head_parameter("base_model.model.classifier.modules_to_save.default.weight")
-    assert is_head_parameter("pre_classifier.bias") and is_head_parameter("score.weight")
-    assert not is_head_parameter("bert.pooler.dense.weight")
-    assert not is_head_parameter("bert.encoder.layer.0.attention.self.query.weight")
+    bert, distilbert, decoder = ["classifier"], ["pre_classifier", "classifier"], ["score"]
+    assert is_head_parameter("base_model.model.classifier.modules_to_save.default.weight", bert)
+    assert is_head_parameter("pre_classifier.bias", distilbert)
+    assert is_head_parameter("score.weight", decoder)
+    assert not is_head_parameter("bert.pooler.dense.weight", bert)
+    assert not is_head_parameter("bert.encoder.layer.0.attention.self.query.weight", bert)
+    assert not is_head_parameter("model.layers.0.self_attn.score.weight", decoder)
 
 
 def test_an_unset_head_rate_leaves_the_cell_identity_as_before():

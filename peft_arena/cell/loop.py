@@ -89,6 +89,11 @@ class TrainResult:
         return next(e for e in self.history if e["step"] == self.best_step)
 
 
+def optimizer_steps_per_epoch(batches: int, accumulation_steps: int) -> int:
+    """An epoch's last group of batches steps the optimizer even when it is short."""
+    return -(-batches // accumulation_steps)
+
+
 def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, accelerator, spec,
                  total_steps: int, on_evaluate: EvalCallback | None = None,
                  timer: PhaseTimer | None = None) -> TrainResult:
@@ -121,28 +126,35 @@ def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, acce
         return stopper is not None and stopper.update(model, entry)
 
     epochs = math.ceil(spec.epochs)
+    per_epoch = optimizer_steps_per_epoch(len(loader), accelerator.gradient_accumulation_steps)
     for epoch in range(epochs):
         model.train()
         for batch in progress.track(loader, f"train epoch {epoch + 1}/{epochs}"):
             if step >= total_steps:  # fractional epochs stop mid-way
                 break
-            loss = model(**batch).loss
-            if not torch.isfinite(loss):
-                raise NonFiniteLoss(f"loss became {loss.item()} at step {step}; "
-                                    f"lower the learning rate")
-            accelerator.backward(loss)
-            if spec.max_grad_norm:
-                accelerator.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            strategy.on_step_end(accelerator.unwrap_model(model), step)
-            optimizer.zero_grad(set_to_none=True)
+            # Accelerate sums the gradients of `gradient_accumulation_steps` batches (and of
+            # an epoch's shorter last group) before it lets the optimizer step.
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise NonFiniteLoss(f"loss became {loss.item()} at step {step}; "
+                                        f"lower the learning rate")
+                accelerator.backward(loss)
+                stepped = accelerator.sync_gradients
+                if stepped:
+                    if spec.max_grad_norm:
+                        accelerator.clip_grad_norm_(model.parameters(), spec.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    step += 1
+                    strategy.on_step_end(accelerator.unwrap_model(model), step)
+                    optimizer.zero_grad(set_to_none=True)
             running += loss.item()
             batches += 1
             result.samples += batch["labels"].shape[0]
             result.tokens += int(batch["attention_mask"].sum())
-            if eval_steps and step % eval_steps == 0 and validate(round(step / len(loader), 3)):
+            if stepped and eval_steps and step % eval_steps == 0 \
+                    and validate(round(step / per_epoch, 3)):
                 result.stopped_early = True
                 break
         if result.stopped_early:
@@ -152,7 +164,7 @@ def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, acce
             break
     never_validated = not result.history or result.history[-1]["step"] != step
     if eval_steps and not result.stopped_early and never_validated:
-        validate(round(step / len(loader), 3))  # the final weights get their own pass
+        validate(round(step / per_epoch, 3))  # the final weights get their own pass
     if stopper is not None and stopper.best is not None:
         stopper.restore(model)
         result.best_step = stopper.best["step"]

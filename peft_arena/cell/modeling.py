@@ -1,4 +1,10 @@
-"""Load tokenizers and classification models; count parameters honestly."""
+"""Load tokenizers and classification models; count parameters honestly.
+
+Tokenizers always come with a pad token and right padding (peft_arena.cell.padding), models
+with the matching `pad_token_id`, an explicit dtype (transformers 5 would otherwise take the
+checkpoint's, bf16 for most decoders, even for weights that train), and, when quantized,
+their head and pooler kept in full precision (peft_arena.cell.heads).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,15 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from peft_arena.cell.heads import (
+    check_classifiable,
+    full_precision_module_names,
+    load_config,
+    loading_errors,
+    skeleton,
+    supports_gradient_checkpointing,
+)
+from peft_arena.cell.padding import match_pad_token, prepare_padding
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.errors import UserError
 
@@ -20,23 +35,36 @@ hf_logging.disable_progress_bar()
 
 
 def load_tokenizer(model: str, *, trust_remote_code: bool = False):
-    with _loading(model, "a tokenizer for model"):
-        return AutoTokenizer.from_pretrained(resolve_model_path(model),
-                                             trust_remote_code=trust_remote_code)
+    with loading_errors(model, "a tokenizer for model"):
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path(model),
+                                                  trust_remote_code=trust_remote_code)
+    return prepare_padding(tokenizer, model)
 
 
 def load_model(model: str, label_names: list[str], *, on_gpu: bool,
                attention: str | None = None, trust_remote_code: bool = False,
+               dtype: torch.dtype = torch.float32, pad_token_id: int | None = None,
                **load_kwargs: Any) -> torch.nn.Module:
     """`trust_remote_code` lets a model run Python from its own folder or repository: only
-    on the user's explicit request (`--trust-remote-code`)."""
+    on the user's explicit request (`--trust-remote-code`).
+
+    `dtype`: of every weight that is not quantized. `pad_token_id`: the tokenizer's (by
+    default, that of the model's own tokenizer as `load_tokenizer` prepares it).
+    """
     path = resolve_model_path(model)
+    config = load_config(model, trust_remote_code=trust_remote_code)
+    check_classifiable(model, config)
+    quantization = load_kwargs.get("quantization_config")
+    if quantization is not None and getattr(quantization, "llm_int8_skip_modules", ()) is None:
+        quantization.llm_int8_skip_modules = full_precision_module_names(
+            skeleton(config, trust_remote_code=trust_remote_code))
     # On CPU the eager attention kernels train ~2x faster than SDPA's (profiled on MiniLM,
     # bf16: SDPA's backward took 41% of a step); on GPU SDPA wins.
     attention = attention or ("sdpa" if on_gpu else "eager")
-    with _loading(model, "model"):
-        return AutoModelForSequenceClassification.from_pretrained(
+    with loading_errors(model, "model"):
+        loaded = AutoModelForSequenceClassification.from_pretrained(
             path,
+            dtype=dtype,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
             label2id={name: i for i, name in enumerate(label_names)},
@@ -45,6 +73,24 @@ def load_model(model: str, label_names: list[str], *, on_gpu: bool,
             # Safetensors holds tensors only; a pickled .bin beside it is never preferred.
             use_safetensors=True if _offers_safetensors(path) else None,
             **load_kwargs,
+        )
+    if pad_token_id is None:
+        pad_token_id = load_tokenizer(model, trust_remote_code=trust_remote_code).pad_token_id
+    match_pad_token(loaded.config, pad_token_id)
+    return loaded
+
+
+def check_model(model: str, *, gradient_checkpointing: bool = False,
+                trust_remote_code: bool = False) -> None:
+    """Fail at once, in one line, for a model no cell could train: no classification class,
+    a tokenizer that cannot pad, or gradient checkpointing it lacks."""
+    config = load_config(model, trust_remote_code=trust_remote_code)
+    check_classifiable(model, config)
+    load_tokenizer(model, trust_remote_code=trust_remote_code)
+    if gradient_checkpointing and not supports_gradient_checkpointing(config):
+        raise UserError(
+            f"Model {model!r} (model type {config.model_type!r}) does not support gradient "
+            f"checkpointing; leave gradient_checkpointing off for it."
         )
 
 
@@ -83,21 +129,3 @@ def _offers_safetensors(path: str) -> bool:
     return folder.is_dir() and any(folder.glob("*.safetensors"))  # single file or shards
 
 
-@contextmanager
-def _loading(model: str, what: str) -> Iterator[None]:
-    """Loading failures as one-line UserErrors: a model that wants to run its own code, or one
-    that cannot be found or read. Other errors stay as they are."""
-    try:
-        yield
-    except ValueError as exc:
-        if "trust_remote_code" not in str(exc):
-            raise
-        raise UserError(
-            f"Model {model!r} ships its own Python code, which peft-arena does not run by "
-            f"default; pass --trust-remote-code if you trust its source."
-        ) from None
-    except OSError as exc:
-        raise UserError(
-            f"Could not load {what} {model!r} ({str(exc).splitlines()[0]}); "
-            f"give a local model folder or a Hub id you can reach."
-        ) from None

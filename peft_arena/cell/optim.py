@@ -8,9 +8,22 @@ body's rate that suits them.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 
-from peft_arena.config.heads import is_head_parameter
+from peft_arena.cell.heads import head_module_names
+from peft_arena.cell.modeling import transformers_model
+
+# What get_peft_model puts before the transformers model's own parameter names.
+_PEFT_PREFIX = "base_model.model."
+
+
+def is_head_parameter(name: str, head_names: Collection[str]) -> bool:
+    """Whether a parameter belongs to the head, whose top-level module names are
+    `head_names` (BERT and RoBERTa: classifier; DistilBERT: pre_classifier + classifier;
+    decoders: score). PEFT's trainable copy keeps the name (`score.modules_to_save.default`)."""
+    return name.removeprefix(_PEFT_PREFIX).split(".", 1)[0] in head_names
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
@@ -19,8 +32,9 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
     if head_learning_rate is None:
         groups = [{"params": [p for _, p in trainable]}]
     else:
-        head = [p for n, p in trainable if is_head_parameter(n)]
-        body = [p for n, p in trainable if not is_head_parameter(n)]
+        head_names = head_module_names(transformers_model(model))
+        head = [p for n, p in trainable if is_head_parameter(n, head_names)]
+        body = [p for n, p in trainable if not is_head_parameter(n, head_names)]
         groups = [g for g in ({"params": body}, {"params": head, "lr": head_learning_rate})
                   if g["params"]]
     return torch.optim.AdamW(

@@ -27,6 +27,7 @@ from transformers import get_scheduler
 
 from peft_arena import progress
 from peft_arena.cell import distributed, trackers
+from peft_arena.cell.adapters import upcast_trainable
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -38,12 +39,27 @@ from peft_arena.cell.batching import (
 from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.dropout import use_fast_dropout
 from peft_arena.cell.frozen_weights import frozen_linear_weights_in
-from peft_arena.cell.loop import EvalCallback, EvalResult, TrainResult, evaluate, train_epochs
+from peft_arena.cell.loop import (
+    EvalCallback,
+    EvalResult,
+    TrainResult,
+    evaluate,
+    optimizer_steps_per_epoch,
+    train_epochs,
+)
+from peft_arena.cell.memory_tools import (
+    BatchPlan,
+    FallbackLog,
+    base_dtype,
+    enable_gradient_checkpointing,
+    run_with_batch_fallback,
+)
 from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import Precision, resolve_precision
 from peft_arena.cell.saving import save_trained_model, saved_model_dir
 from peft_arena.config.spec import CellSpec
+from peft_arena.measure.estimate import estimate_cell_memory
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -52,7 +68,7 @@ from peft_arena.measure.memory import (
     weights_bytes,
 )
 from peft_arena.measure.metrics import per_class_f1
-from peft_arena.measure.params import count_parameters
+from peft_arena.measure.params import count_parameters, parameter_numel
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
 from peft_arena.records import builders
@@ -93,7 +109,8 @@ class Inputs:
     tokenizer: Any
     loaders: dict[str, DataLoader]
     test_batches: list[list[int]]  # the test split's order of evaluation
-    total_steps: int
+    total_steps: int  # optimizer steps: the same for every split of the effective batch
+    pad_id: int
     data_hygiene: DataHygiene | None  # None for a training-only cell
 
 
@@ -162,6 +179,7 @@ class Cell:
         self.spec, self.data_dir, self.results_dir = spec, data_dir, results_dir
         self.timer = timer or PhaseTimer()
         self.on_evaluate, self.trust_remote_code = on_evaluate, trust_remote_code
+        self.fallback = FallbackLog()  # the batch splits tried, and the one that trained
 
     # ------------------------------------------------------------------ steps
 
@@ -205,21 +223,25 @@ class Cell:
                 "test": _loader(splits["test"], pad_id, distributed.SizedBatches(
                     test_batches, spec.eval_batch_size)),
             }
-            total_steps = max(1, math.ceil(len(loaders["train"]) * spec.epochs))
+            total_steps = max(1, math.ceil(optimizer_steps_per_epoch(
+                len(loaders["train"]), spec.gradient_accumulation_steps) * spec.epochs))
         return Inputs(data.label_names, splits,
                       [name for name, (_, hit) in tokenized.items() if hit], tokenizer,
-                      loaders, test_batches, total_steps, data.hygiene)
+                      loaders, test_batches, total_steps, pad_id, data.hygiene)
 
-    def build_model(self, setup: Setup, inputs: Inputs) -> Built:
+    def build_model(self, setup: Setup, inputs: Inputs, plan: BatchPlan | None = None) -> Built:
+        """`plan`: the batch split to train with (default: the spec's)."""
         spec = self.spec
+        plan = plan or BatchPlan(spec.batch_size, spec.gradient_accumulation_steps)
+        setup.accelerator.gradient_accumulation_steps = plan.accumulation_steps
+        loaders = dict(inputs.loaders)
+        if plan.batch_size != spec.batch_size:
+            loaders["train"] = _loader(inputs.splits["train"], inputs.pad_id,
+                                       LengthGroupedBatchSampler(
+                                           inputs.splits["train"].lengths, plan.batch_size,
+                                           spec.seed))
         with self.timer.phase("model"):
-            set_seed(spec.seed)  # before the head and the adapters draw their initial weights
-            model = load_model(spec.model, inputs.label_names, on_gpu=setup.on_gpu,
-                               trust_remote_code=self.trust_remote_code,
-                               **setup.strategy.load_kwargs(setup.precision.compute_dtype))
-            model = setup.strategy.wrap(model, inputs.total_steps)
-            if not setup.on_gpu:
-                use_fast_dropout(model)
+            model = self._model_to_train(setup, inputs)
             trainable, total = count_parameters(model)
             optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
                                         spec.head_learning_rate)
@@ -227,11 +249,29 @@ class Cell:
                                       num_warmup_steps=int(spec.warmup_ratio
                                                            * inputs.total_steps),
                                       num_training_steps=inputs.total_steps)
-            loaders = inputs.loaders
             model, optimizer, train, val, test, scheduler = setup.accelerator.prepare(
                 model, optimizer, loaders["train"], loaders["val"], loaders["test"], scheduler)
         return Built(model, optimizer, scheduler, {"train": train, "val": val, "test": test},
                      trainable, total)
+
+    def _model_to_train(self, setup: Setup, inputs: Inputs) -> torch.nn.Module:
+        """The loaded model, with the memory tools the spec asks for, wrapped by its strategy:
+        a frozen base in bf16 in bf16 runs, trainable weights in fp32."""
+        spec, strategy = self.spec, setup.strategy
+        set_seed(spec.seed)  # before the head and the adapters draw their initial weights
+        model = load_model(spec.model, inputs.label_names, on_gpu=setup.on_gpu,
+                           trust_remote_code=self.trust_remote_code,
+                           dtype=base_dtype(strategy.peft_config_class is not None,
+                                            setup.precision.name),
+                           pad_token_id=inputs.pad_id,
+                           **strategy.load_kwargs(setup.precision.compute_dtype))
+        if spec.gradient_checkpointing:
+            enable_gradient_checkpointing(model)
+        model = strategy.wrap(model, inputs.total_steps)
+        upcast_trainable(model)
+        if not setup.on_gpu:
+            use_fast_dropout(model)
+        return model
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
         with (self.timer.phase("train"),
@@ -281,8 +321,19 @@ class Cell:
     def _up_to_training(self, setup: Setup, *, data_hygiene: bool = True
                         ) -> tuple[Inputs, Built, TrainResult]:
         inputs = self.load_data(data_hygiene=data_hygiene)
-        built = self.build_model(setup, inputs)
-        return inputs, built, self.train(setup, inputs, built)
+
+        def build_and_train(plan: BatchPlan) -> tuple[Built, TrainResult]:
+            setup.accelerator.free_memory()  # what a try that ran out of memory had prepared
+            built = self.build_model(setup, inputs, plan)
+            return built, self.train(setup, inputs, built)
+
+        # Only CUDA reports running out of memory as an error one can recover from; on CPU
+        # the kernel ends the process.
+        built, trained = run_with_batch_fallback(
+            build_and_train, BatchPlan(self.spec.batch_size,
+                                       self.spec.gradient_accumulation_steps),
+            enabled=setup.on_gpu, log=self.fallback)
+        return inputs, built, trained
 
     def train_only(self) -> TrainingOutcome:
         setup = self.set_up()
@@ -314,6 +365,7 @@ class Cell:
             time=self._time(trained, tested),
             memory={**memory, "batch_size": self.spec.batch_size,
                     "max_length": self.spec.max_length},
+            memory_tools=self._memory_tools(setup, inputs, built),
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
             strategy_state=setup.strategy.final_state(setup.accelerator.unwrap_model(built.model)),
@@ -331,6 +383,26 @@ class Cell:
         return record
 
     # ------------------------------------------------------------------ record sections
+
+    def _memory_tools(self, setup: Setup, inputs: Inputs, built: Built) -> dict[str, Any]:
+        """How the cell's batch was split, what the frozen base was stored in, and the dry
+        run's memory estimate beside the measured figures."""
+        used = self.fallback.used
+        assert used is not None
+        model = setup.accelerator.unwrap_model(built.model)
+        frozen = sorted({"nf4" if parameter_numel(p) != p.numel() else
+                         str(p.dtype).removeprefix("torch.")
+                         for p in model.parameters() if not p.requires_grad})
+        estimate = estimate_cell_memory(self.spec, len(inputs.label_names),
+                                        on_gpu=setup.on_gpu, batch_size=used.batch_size,
+                                        trust_remote_code=self.trust_remote_code)
+        return {"batch_size": used.batch_size,
+                "gradient_accumulation_steps": used.accumulation_steps,
+                "effective_batch_size": used.effective * setup.accelerator.num_processes,
+                **self.fallback.to_dict(),
+                "gradient_checkpointing": self.spec.gradient_checkpointing,
+                "frozen_dtypes": frozen,
+                "estimate": estimate.to_dict()}
 
     def _resolved(self, setup: Setup, inputs: Inputs, built: Built) -> Resolved:
         model = setup.accelerator.unwrap_model(built.model)

@@ -8,7 +8,7 @@
     strategies: {lora: {r: 16, learning_rate: 1e-3}}  # per strategy: training or PEFT settings
     executor: {name: slurm, slurm: {partition: gpu, time_min: 60}}  # where cells run
 
-Named presets live in benchmarks/ (quick, paper); any other YAML file works by path.
+Named presets live in benchmarks/ (quick, paper, llm); any other YAML file works by path.
 """
 
 from __future__ import annotations

@@ -22,9 +22,10 @@ EARLY_STOPPING_METRICS = {"val_accuracy": True, "val_macro_f1": True, "val_loss"
 TRACKERS = ("wandb", "mlflow", "tensorboard")
 # Settings that change how a cell is watched or what it keeps, never what it computes.
 RUN_ONLY_KEYS = ("tracker", "save_model")
-# Settings added after records existed: left out of the config hash while unset, so that a
-# record made before a setting existed keeps its identity (and is not run again).
-HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks", "devices_per_cell")
+# Settings added after records existed: left out of the config hash while at their default,
+# so that a record made before a setting existed keeps its identity (and is not run again).
+HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks", "devices_per_cell",
+                   "gradient_checkpointing", "gradient_accumulation_steps")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -45,6 +46,12 @@ class CellSpec:
     lr_scheduler: str = "linear"
     max_grad_norm: float = 1.0
     batch_size: int = 32
+    # Forward passes per optimizer step: the effective batch is batch_size x this. On CUDA a
+    # batch that runs out of memory is split further, keeping the effective batch.
+    gradient_accumulation_steps: int = 1
+    # Recompute activations in the backward pass instead of keeping them (less memory, ~30%
+    # more compute).
+    gradient_checkpointing: bool = False
     eval_batch_size: int = 128
     max_length: int = 128
     max_train_samples: int | None = None
@@ -86,6 +93,9 @@ class CellSpec:
              "head_learning_rate must be > 0"),
             (self.epochs > 0, "epochs must be > 0"),
             (self.batch_size >= 1, "batch_size must be >= 1"),
+            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be >= 1"),
+            (isinstance(self.gradient_checkpointing, bool),
+             "gradient_checkpointing must be true or false"),
             (self.eval_batch_size >= 1, "eval_batch_size must be >= 1"),
             (self.max_length >= 8, "max_length must be >= 8"),
             (0 < self.val_fraction < 1, "val_fraction must be between 0 and 1"),
@@ -134,7 +144,7 @@ class CellSpec:
         for key in ("seed", *RUN_ONLY_KEYS):
             data.pop(key)
         for key in HASHED_WHEN_SET:
-            if data[key] is None:
+            if data[key] == _DEFAULTS[key]:
                 data.pop(key)
         blob = json.dumps(data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:10]
@@ -149,6 +159,7 @@ class CellSpec:
         return f"{self.task}__{self.strategy}__seed{self.seed}__{self.config_hash()}"
 
 
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CellSpec)}
 TRAIN_KEYS = frozenset(f.name for f in dataclasses.fields(CellSpec)) - {
     "model", "task", "strategy", "peft", "task_file",
 }

@@ -12,13 +12,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from peft_arena.cell.data import load_cell_data
-from peft_arena.config.presets import resolve_model_path
+from peft_arena.cell.heads import check_classifiable, load_config, skeleton
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
-from peft_arena.errors import UserError
+from peft_arena.measure.estimate import MemoryEstimate, estimate_cell_memory
 from peft_arena.measure.params import count_parameters
 from peft_arena.strategies import load_strategies
 
@@ -45,43 +44,53 @@ def _label_count(spec: CellSpec, data_dir: str | Path | None) -> int:
     return len(load_cell_data(spec, data_dir).label_names)
 
 
-def _config(model: str, num_labels: int):
-    try:
-        return AutoConfig.from_pretrained(resolve_model_path(model), num_labels=num_labels,
-                                          trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(
-            f"Could not read the config of model {model!r} ({str(exc).splitlines()[0]}); "
-            f"give a folder with a config.json or a Hub id you can reach."
-        ) from None
-
-
 def count_cell_parameters(spec: CellSpec, num_labels: int) -> ParameterCount:
     """Trainable and total parameters the cell will train, counted on the meta device."""
     strategy = load_strategies().get(spec.strategy)(spec)
-    config = _config(spec.model, num_labels)
+    config = load_config(spec.model, num_labels=num_labels)
+    check_classifiable(spec.model, config)
     with torch.device("meta"):  # every tensor, adapters included, is a shape without memory
-        model = AutoModelForSequenceClassification.from_config(config,
-                                                               attn_implementation="eager")
-        model = strategy.wrap_for_counting(model, _COUNTING_STEPS)
+        model = strategy.wrap_for_counting(skeleton(config), _COUNTING_STEPS)
     trainable, total = count_parameters(model)
     return ParameterCount(trainable, total)
+
+
+class _LabelCounts(dict):
+    """Label count per task, read once."""
+
+    def __init__(self, data_dir: str | Path | None) -> None:
+        super().__init__()
+        self.data_dir = data_dir
+
+    def of(self, spec: CellSpec) -> int:
+        key = spec.task_source
+        if key not in self:
+            self[key] = _label_count(spec, self.data_dir)
+        return self[key]
 
 
 def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
                     ) -> list[ParameterCount]:
     """Counts for each cell, in order; cells that differ only in seed or training settings
     share one count."""
-    labels: dict[str, int] = {}
+    labels = _LabelCounts(data_dir)
     counts: dict[str, ParameterCount] = {}
     result = []
     for spec in cells:
-        task_key = spec.task_source
-        if task_key not in labels:
-            labels[task_key] = _label_count(spec, data_dir)
-        key = json.dumps([spec.model, spec.strategy, spec.peft, labels[task_key]],
+        key = json.dumps([spec.model, spec.strategy, spec.peft, labels.of(spec)],
                          sort_keys=True, default=str)
         if key not in counts:
-            counts[key] = count_cell_parameters(spec, labels[task_key])
+            counts[key] = count_cell_parameters(spec, labels.of(spec))
         result.append(counts[key])
     return result
+
+
+def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
+                ) -> list[MemoryEstimate]:
+    """The training-memory estimate of each cell, in order (peft_arena.measure.estimate)."""
+    labels = _LabelCounts(data_dir)
+    estimates: dict[str, MemoryEstimate] = {}
+    for spec in cells:  # seeds of one configuration share an estimate
+        if spec.config_hash() not in estimates:
+            estimates[spec.config_hash()] = estimate_cell_memory(spec, labels.of(spec))
+    return [estimates[spec.config_hash()] for spec in cells]

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from peft_arena.cell.data import load_cell_data, resolve_data_dir
+from peft_arena.cell.modeling import check_model
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
 from peft_arena.matrix.executors import (
@@ -109,9 +110,14 @@ def new_run_id() -> str:
     return f"{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def preflight(cells: list[CellSpec], data_dir: str | Path | None) -> None:
-    """Load each task's data once before any training, so a bad file fails the command at
-    once, in one line, instead of failing every cell of that task."""
+def preflight(cells: list[CellSpec], data_dir: str | Path | None, *,
+              trust_remote_code: bool = False) -> None:
+    """Load each task's data and check each model once before any training, so a bad file or
+    a model no cell could train fails the command at once, in one line, instead of failing
+    every cell of that task or model."""
+    for model, checkpointing in sorted({(c.model, c.gradient_checkpointing) for c in cells}):
+        check_model(model, gradient_checkpointing=checkpointing,
+                    trust_remote_code=trust_remote_code)
     seen: set[tuple] = set()
     folder = resolve_data_dir(data_dir)
     for spec in cells:
@@ -355,7 +361,7 @@ def run_matrix(cells: list[CellSpec], results_dir: str | Path, data_dir: str | P
     devices = _devices_per_cell(cells)
     results = Path(results_dir)
     folder = resolve_data_dir(data_dir)
-    preflight(cells, folder)
+    preflight(cells, folder, trust_remote_code=trust_remote_code)
     over_budget = _over_budget(cells, max_trainable_params, folder)
     runner = make_executor(settings, _lock_dir(results), devices)
     _lock_dir(results).mkdir(parents=True, exist_ok=True)

@@ -74,6 +74,33 @@ class Memory(TypedDict, total=False):
     max_length: int
 
 
+class MemoryEstimate(TypedDict, total=False):
+    """The dry run's estimate (peft_arena.measure.estimate documents every term)."""
+
+    weights_bytes: int
+    gradients_bytes: int
+    optimizer_bytes: int
+    autocast_bytes: int
+    activations_bytes: int
+    activations_checkpointed_bytes: int
+    gradient_checkpointing: bool
+    total_bytes: int
+
+
+class MemoryTools(TypedDict, total=False):
+    """What made the cell fit, and what it was expected to take (peft_arena.cell.memory_tools).
+    Absent from records made before these tools existed."""
+
+    batch_size: int  # examples per forward pass that trained (after any fallback)
+    gradient_accumulation_steps: int  # forward passes per optimizer step
+    effective_batch_size: int  # examples per optimizer step, over all processes
+    fallback_used: bool  # CUDA ran out of memory and a smaller split trained
+    out_of_memory_batch_sizes: list[int]  # the batch sizes that ran out, in order
+    gradient_checkpointing: bool
+    frozen_dtypes: list[str]  # of the frozen weights: "float32", "bfloat16", "nf4"
+    estimate: MemoryEstimate
+
+
 class Compute(TypedDict, total=False):
     """Training FLOPs and model FLOP utilisation; measure.flops documents the estimate."""
 
@@ -205,6 +232,7 @@ class Record(TypedDict, total=False):
     params: Params
     time: Time
     memory: Memory
+    memory_tools: MemoryTools | None
     compute: Compute
     history: list[HistoryEntry]
     best_step: int | None  # the step whose weights were tested (early stopping)

@@ -73,6 +73,10 @@ def _share(value: float) -> str:
     return f"{value:.1%}"
 
 
+def _signed_pct(value: float) -> str:
+    return f"{value:+.0%}"
+
+
 def _fixed(digits: int) -> Callable[[float], str]:
     return lambda value: f"{value:,.{digits}f}"
 
@@ -139,6 +143,13 @@ _COLUMNS = (
     _Column("weights MiB", "weights_mb_mean", _fixed(0),
             "memory the model's weights take as stored (a 4-bit base at its packed size).",
             "min", optional=True),
+    _Column("est. MiB", "estimate_mb_mean", _fixed(0),
+            "the dry run's estimate of the training tensors: weights, gradients, AdamW states "
+            "and activations (peft_arena/measure/estimate.py).", None, optional=True),
+    _Column("est. error", "estimate_error_mean", _signed_pct,
+            "the estimate's error against torch's peak allocated GPU memory (GPU records only;"
+            " on CPU the peak resident memory is mostly the interpreter and its libraries).",
+            None, optional=True),
     _Column("train s", "train_s_mean", _fixed(1),
             "mean wall-clock seconds of the training phase (every phase: see Details).",
             "min"),

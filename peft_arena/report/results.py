@@ -27,7 +27,7 @@ FRAME_COLUMNS = [
     "task", "strategy", "seed", "model", "config_hash", "cell_id", "status",
     "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
     *PHASES, "total_s", "train_samples_per_s", "train_tokens_per_s", "mfu",
-    "peak_mb", "weights_mb", "memory_source",
+    "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
     "cpu", "gpu", "hardware", "git_commit", "git_dirty",
@@ -37,6 +37,7 @@ SUMMARY_METRICS = {
     "accuracy": "accuracy", "macro_f1": "macro_f1", "train_s": "train_s",
     "total_s": "total_s", "peak_mb": "peak_mb", "throughput": "train_samples_per_s",
     "tokens_per_s": "train_tokens_per_s", "mfu": "mfu", "weights_mb": "weights_mb",
+    "estimate_mb": "estimate_mb", "estimate_error": "estimate_error",
     "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
     **{phase: phase for phase in PHASES if phase != "train_s"},
 }
@@ -153,6 +154,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "peak_mb": _number(_dig(record, "memory", "peak_bytes")) / MIB,
         "weights_mb": _number(_dig(record, "memory", "weights_bytes")) / MIB,
         "memory_source": _text(_dig(record, "memory", "source")),
+        **_estimate_columns(record),
         "confidence_mean": _number(_dig(confidence, "mean")),
         "confidence_above_0_9": _number(_dig(confidence, "share_above_0_9")),
         "ece": _number(_dig(confidence, "ece")),
@@ -166,6 +168,17 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "git_commit": _text(_dig(record, "environment", "git_commit")),
         "git_dirty": _flag(_dig(record, "environment", "git_dirty")),
     }
+
+
+def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
+    """The dry run's memory estimate, and its relative error against torch's peak allocated
+    memory, which counts the same tensors (GPU records only: a CPU process's peak resident
+    memory also holds the interpreter and its libraries, hundreds of MiB that dwarf a small
+    model's tensors, so an error against it would measure those)."""
+    estimate = _number(_dig(record, "memory_tools", "estimate", "total_bytes"))
+    measured = _number(_dig(record, "memory", "torch_peak_allocated_bytes"))
+    error = (estimate - measured) / measured if measured > 0 else math.nan
+    return {"estimate_mb": estimate / MIB, "estimate_error": error}
 
 
 def _history(value: Any) -> list[dict[str, float]]:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Protocol
 import torch
 from peft import PeftConfig, get_peft_model
 
+from peft_arena.cell.adapters import fit_to_model
 from peft_arena.config.spec import CellSpec
 
 
@@ -79,7 +80,7 @@ class Strategy:
         """Turn the loaded model into the one to train."""
         if self.peft_config_class is None:
             return model
-        return get_peft_model(model, self.peft_config(total_steps))
+        return get_peft_model(model, fit_to_model(self.peft_config(total_steps), model, self.name))
 
     def wrap_for_counting(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
         """`wrap` for a dry run: the model has no weights (meta device) and was built from its
