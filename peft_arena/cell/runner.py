@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from peft_arena import progress
+from peft_arena.architecture.adapters import upcast_trainable
 from peft_arena.cell import distributed, trackers
-from peft_arena.cell.adapters import upcast_trainable
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -47,6 +47,7 @@ from peft_arena.cell.loop import (
     optimizer_steps_per_epoch,
     train_epochs,
 )
+from peft_arena.cell.memory_estimate import estimate_cell_memory
 from peft_arena.cell.memory_tools import (
     BatchPlan,
     FallbackLog,
@@ -59,7 +60,6 @@ from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import Precision, resolve_precision
 from peft_arena.cell.saving import save_trained_model, saved_model_dir
 from peft_arena.config.spec import CellSpec
-from peft_arena.measure.estimate import estimate_cell_memory
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,

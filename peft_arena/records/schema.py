@@ -75,7 +75,7 @@ class Memory(TypedDict, total=False):
 
 
 class MemoryEstimate(TypedDict, total=False):
-    """The dry run's estimate (peft_arena.measure.estimate documents every term)."""
+    """The dry run's estimate (peft_arena.cell.memory_estimate documents every term)."""
 
     weights_bytes: int
     gradients_bytes: int
