@@ -2,7 +2,8 @@
 
     from peft_arena import api
     cells = api.plan_cells(tasks=["banking77"], strategies=["lora", "ia3"])
-    result = api.run(cells, results_dir="results", data_dir="data")
+    result = api.run(cells, results_dir="results", data_dir="data",
+                     executor=api.executor_settings(name="ray"))
 """
 
 from __future__ import annotations
@@ -10,14 +11,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from peft_arena.cell.memory_estimate import MemoryEstimate
 from peft_arena.config.presets import DEFAULT_PRESET, available_presets, load_preset
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import builtin_tasks
 from peft_arena.matrix import budget
 from peft_arena.matrix.budget import ParameterCount
 from peft_arena.matrix.execute import MatrixResult, run_matrix
+from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.matrix.plan import Overrides, build_cells
-from peft_arena.measure.estimate import MemoryEstimate
 from peft_arena.strategies import load_strategies
 
 
@@ -50,17 +52,25 @@ def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
     return budget.plan_parameters(cells, data_dir)
 
 
+def executor_settings(preset: str = DEFAULT_PRESET, **overrides: Any) -> ExecutorSettings:
+    """Where cells run: the preset's `executor:` section, then `overrides` (name, workers,
+    ray_address, slurm={partition, time_min, ...}) that are not None."""
+    return ExecutorSettings.from_preset(load_preset(preset).executor, **overrides)
+
+
 def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
                 ) -> list[MemoryEstimate]:
     """An estimate of each cell's training memory from the models' configs alone: weights by
     dtype and quantization, gradients and AdamW states, activations with and without gradient
-    checkpointing (peft_arena.measure.estimate says what it counts)."""
+    checkpointing (peft_arena.cell.memory_estimate says what it counts)."""
     return budget.plan_memory(cells, data_dir)
 
 
 def run(cells: list[CellSpec], results_dir: str | Path = "results",
-        data_dir: str | Path | None = None, retry_failed: bool = False) -> MatrixResult:
-    return run_matrix(cells, results_dir, data_dir, retry_failed=retry_failed)
+        data_dir: str | Path | None = None, retry_failed: bool = False,
+        executor: ExecutorSettings | None = None) -> MatrixResult:
+    return run_matrix(cells, results_dir, data_dir, retry_failed=retry_failed,
+                      executor=executor)
 
 
 def strategy_infos() -> list[dict[str, Any]]:

@@ -134,10 +134,27 @@ def cli() -> None:
               "in RESULTS/models/<cell id>/ for `peft-arena export`.")
 @click.option("--tracker", type=click.Choice(TRACKERS),
               help="Log each cell to an experiment tracker (needs its optional extra).")
+@click.option("--executor", "executor_name", metavar="local|ray|slurm",
+              help="Where cells run: local processes (default), Ray tasks, Slurm jobs.")
+@click.option("--workers", type=int, help="local: cells at once (default 1); each gets its own "
+              "GPU(s), or on CPU an equal share of the cores.")
+@click.option("--ray-address", help="ray: the cluster to join (default RAY_ADDRESS, else a "
+              "local cluster for this run).")
+@click.option("--slurm-partition", help="slurm: partition of every cell's job.")
+@click.option("--slurm-time", type=click.IntRange(min=1), metavar="MINUTES",
+              help="slurm: time limit of every cell's job (default 60).")
+@click.option("--slurm-gpus", type=click.IntRange(min=0), help="slurm: GPUs per cell's job.")
+@click.option("--slurm-cpus", type=click.IntRange(min=1), help="slurm: CPUs per cell's job.")
+@click.option("--slurm-mem", type=float, metavar="GB", help="slurm: memory per cell's job.")
+@click.option("--slurm-account", help="slurm: account to charge.")
+@click.option("--slurm-cluster", hidden=True,
+              help="submitit cluster: 'local' runs jobs as local processes (tests).")
 def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_eval_samples,
         precision, data_dir, results_dir, sets, retry_failed, trust_remote_code,
         dry_run, eval_every, early_stopping_patience, early_stopping_metric,
-        max_trainable_params, save_model, tracker) -> None:
+        max_trainable_params, save_model, tracker, executor_name, workers, ray_address,
+        slurm_partition, slurm_time, slurm_gpus, slurm_cpus, slurm_mem, slurm_account,
+        slurm_cluster) -> None:
     """Run every task x strategy x seed cell that has no record yet.
 
     Exit status: 0 all cells recorded ok (or left to another run), 1 some cells failed,
@@ -156,6 +173,12 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
                "save_model": save_model or None},
     )
     budget = _parameter_count(max_trainable_params, "--max-trainable-params")
+    slurm = {"partition": slurm_partition, "time_min": slurm_time, "gpus_per_cell": slurm_gpus,
+             "cpus_per_cell": slurm_cpus, "mem_gb": slurm_mem, "account": slurm_account,
+             "cluster": slurm_cluster}
+    executor = api.executor_settings(
+        preset, name=executor_name, workers=workers, ray_address=ray_address,
+        slurm={k: v for k, v in slurm.items() if v is not None})
     if dry_run:
         _show(_plan_table(cells, api.plan_parameters(cells, data_dir)),
               _memory_table(cells, api.plan_memory(cells, data_dir)))
@@ -165,10 +188,11 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
 
     for name in {c.tracker for c in cells}:
         check_available(name)  # once here, not once per cell process
-    console.print(f"[bold]{len(cells)} cells[/] -> {results_dir}/records")
+    where = executor.name + (f", {executor.workers} at once" if executor.workers > 1 else "")
+    console.print(f"[bold]{len(cells)} cells[/] -> {results_dir}/records ({where})")
     result = run_matrix(cells, results_dir, data_dir, retry_failed=retry_failed,
                         on_event=_print_event, trust_remote_code=trust_remote_code,
-                        max_trainable_params=budget)
+                        max_trainable_params=budget, executor=executor)
     _print_summary(result, results_dir)
     if result.interrupted:
         sys.exit(130)
@@ -228,6 +252,8 @@ def _print_event(kind: str, index: int, total: int, outcome) -> None:
     if kind == "start":
         console.print(f"[bold]{name}[/]")
         return
+    if outcome.status in ("ok", "failed"):  # cells in parallel end in any order: say which
+        console.print(f"[dim]{name}[/]")
     if outcome.status == "ok":
         m = outcome.record["metrics"]
         console.print(f"  [green]ok[/] accuracy {m['accuracy']:.4f}  macro F1 "
@@ -251,6 +277,11 @@ def _print_summary(result, results_dir: str) -> None:
                       f"are kept{': ' + ', '.join(finished) if finished else ''}; "
                       f"{result.not_reached} were not finished. Run the same command again to "
                       "resume: recorded cells are skipped.")
+    for machine, n in result.other_hardware.items():
+        console.print(f"[yellow]note:[/] {n} cells were skipped because {results_dir} holds "
+                      f"their records from other hardware ({escape(machine)}); for numbers "
+                      f"from this machine run with another --results folder, then `peft-arena "
+                      f"compare {results_dir} THAT_FOLDER`.")
     if counts["busy"]:
         console.print(f"{counts['busy']} cells were left to another run on the same results "
                       "folder; run the same command again once it ends to pick up any it missed.")

@@ -72,7 +72,7 @@ def test_csv_with_string_labels(tmp_path):
     ("empty", "is empty"),
     ("not_utf8", "not valid UTF-8"),
     ("no_column", "no column 'text'"),
-    ("label_range", "outside the 3 label names"),
+    ("label_range", r"label id outside 0..2, e.g. 7 in 1 row \(61\)"),
     ("class_missing", "has no training example"),
 ])
 def test_bad_data_fails_in_one_line(tmp_path, problem, message):

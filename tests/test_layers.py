@@ -15,6 +15,7 @@ LAYERS = [
     {"errors", "progress", "atomic_file"},
     {"config"},
     {"records", "measure"},
+    {"architecture"},
     {"strategies"},
     {"cell"},
     {"matrix", "report"},

@@ -49,7 +49,8 @@ def test_an_unset_head_rate_leaves_the_cell_identity_as_before():
     spec = CellSpec(model="minilm", task="banking77", strategy="lora")
     with_rate = CellSpec(model="minilm", task="banking77", strategy="lora",
                          head_learning_rate=2e-2)
-    # The hash of a cell made before the setting existed: the same dict without the key.
+    # The hash of a cell made before the setting existed: the same dict without the keys
+    # added since (each left out of the hash while unset).
     data = spec.to_dict()
     for key in ("seed", "tracker", "save_model", *HASHED_WHEN_SET):
         data.pop(key)

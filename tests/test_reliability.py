@@ -212,7 +212,7 @@ BAD_INPUTS = [
     ("empty data", {}, [], "empty", "is empty"),
     ("not utf-8", {}, [], "not_utf8", "not valid UTF-8"),
     ("no text column", {}, [], "no_text_column", "no column 'text'"),
-    ("label outside labels.json", {}, [], "label_outside", "outside the 3 label names"),
+    ("label outside labels.json", {}, [], "label_outside", "a label id outside 0..2"),
     ("class missing from train", {}, [], "class_missing", "has no training example"),
     ("preset not YAML", {}, [], "preset:tasks: [synth\n", "not valid YAML"),
     ("preset runs code", {}, [], "preset:" + MARKER_YAML, "not valid YAML"),
@@ -220,6 +220,17 @@ BAD_INPUTS = [
     ("preset key twice", {}, [], "preset:strategies: [lora]\nstrategies: [ia3]\n",
      "'strategies' appears twice"),
     ("task name escapes", {}, [], "task:name: ../../x\nhub: {path: a/b}\n", "Bad name"),
+    ("no workers", {}, ["--workers", "0"], None, "--workers 0"),
+    ("unknown executor", {}, ["--executor", "kubernetes"], None, "Unknown executor"),
+    ("ray missing", {}, ["--executor", "ray"], "no-module:ray", "peft-arena[ray]"),
+    ("submitit missing", {}, ["--executor", "slurm"], "no-module:submitit", "peft-arena[slurm]"),
+    ("more devices than there are", {},
+     ["--set", "devices_per_cell=4096", "--set", "batch_size=4096", "--set",
+      "eval_batch_size=4096"], None, "devices_per_cell=4096 is more than"),
+    ("batch does not split over devices", {}, ["--set", "devices_per_cell=2", "--set",
+                                               "batch_size=15"], None, "does not split"),
+    ("silent ray address", {}, ["--executor", "ray", "--ray-address", "127.0.0.1:9"], None,
+     "nothing answers there"),
 ]
 
 
@@ -236,6 +247,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_no_record(
         target = workspace["tmp"] / f"bad-{kind}.yaml"
         target.write_text(text.replace("{marker}", str(marker)))
         options["--preset" if kind == "preset" else "--matrix"] = target
+    elif breakage and breakage.startswith("no-module:"):
+        monkeypatch.setitem(sys.modules, breakage.partition(":")[2], None)  # not installed
     elif breakage:
         _break_data(workspace["data"] / "synth", breakage)
     before = {p: p.read_bytes() for p in workspace["results"].rglob("*") if p.is_file()}

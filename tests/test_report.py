@@ -109,7 +109,7 @@ def make_record(
                  "traceback": None}
         return builders.failed_record(spec, error, memory=memory, environment=environment)
     return builders.ok_record(
-        spec, resolved={"label_names": labels}, metrics=metrics,
+        spec, resolved={"label_names": labels}, data_hygiene={}, metrics=metrics,
         params={"trainable": trainable, "total": TOTAL, "trainable_pct": 100 * trainable / TOTAL},
         time={"total_s": train_s + 15.0,
               "phases": {"data_s": 5.0, "tokenize_s": 2.0, "model_s": 1.0, "train_s": train_s,

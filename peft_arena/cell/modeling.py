@@ -3,7 +3,7 @@
 Tokenizers always come with a pad token and right padding (peft_arena.cell.padding), models
 with the matching `pad_token_id`, an explicit dtype (transformers 5 would otherwise take the
 checkpoint's, bf16 for most decoders, even for weights that train), and, when quantized,
-their head and pooler kept in full precision (peft_arena.cell.heads).
+their head and pooler kept in full precision (peft_arena.architecture.heads).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from peft_arena.cell.heads import (
+from peft_arena.architecture.heads import (
     check_classifiable,
     full_precision_module_names,
     load_config,

@@ -12,7 +12,7 @@ from collections.abc import Collection
 
 import torch
 
-from peft_arena.cell.heads import head_module_names
+from peft_arena.architecture.heads import head_module_names
 from peft_arena.cell.modeling import transformers_model
 
 # What get_peft_model puts before the transformers model's own parameter names.

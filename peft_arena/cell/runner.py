@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
 from peft_arena import progress
-from peft_arena.cell import trackers
-from peft_arena.cell.adapters import upcast_trainable
+from peft_arena.architecture.adapters import upcast_trainable
+from peft_arena.cell import distributed, trackers
 from peft_arena.cell.batching import (
     Collator,
     IndexDataset,
@@ -47,6 +47,7 @@ from peft_arena.cell.loop import (
     optimizer_steps_per_epoch,
     train_epochs,
 )
+from peft_arena.cell.memory_estimate import estimate_cell_memory
 from peft_arena.cell.memory_tools import (
     BatchPlan,
     FallbackLog,
@@ -59,7 +60,6 @@ from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import Precision, resolve_precision
 from peft_arena.cell.saving import save_trained_model, saved_model_dir
 from peft_arena.config.spec import CellSpec
-from peft_arena.measure.estimate import estimate_cell_memory
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -72,7 +72,14 @@ from peft_arena.measure.params import count_parameters, parameter_numel
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
 from peft_arena.records import builders
-from peft_arena.records.schema import Metrics, Predictions, Record, Resolved, Time
+from peft_arena.records.schema import (
+    DataHygiene,
+    Metrics,
+    Predictions,
+    Record,
+    Resolved,
+    Time,
+)
 from peft_arena.records.store import results_dir_of, write_record
 from peft_arena.strategies import Strategy, load_strategies
 
@@ -104,6 +111,7 @@ class Inputs:
     test_batches: list[list[int]]  # the test split's order of evaluation
     total_steps: int  # optimizer steps: the same for every split of the effective batch
     pad_id: int
+    data_hygiene: DataHygiene | None  # None for a training-only cell
 
 
 @dataclass
@@ -188,15 +196,16 @@ class Cell:
             AcceleratorState._reset_state()
             accelerator = Accelerator(mixed_precision=precision.accelerate_name,
                                       cpu=not torch.cuda.is_available(),
+                                      dataloader_config=distributed.dataloader_config(),
                                       **trackers.accelerator_kwargs(spec, self.results_dir))
             trackers.start(accelerator, spec)
             strategy = load_strategies().get(spec.strategy)(spec)
         return Setup(started_at, precision, poller, accelerator, strategy)
 
-    def load_data(self) -> Inputs:
+    def load_data(self, *, data_hygiene: bool = True) -> Inputs:
         spec = self.spec
         with self.timer.phase("data"), progress.status(f"loading {spec.task} data"):
-            data = load_cell_data(spec, self.data_dir)
+            data = load_cell_data(spec, self.data_dir, data_hygiene=data_hygiene)
         with self.timer.phase("tokenize"), progress.status("tokenizing"):
             tokenizer = load_tokenizer(spec.model, trust_remote_code=self.trust_remote_code)
             tokenized = {name: tokenize(split.texts, split.labels, tokenizer, spec.max_length)
@@ -208,15 +217,17 @@ class Cell:
             loaders = {
                 "train": _loader(splits["train"], pad_id, LengthGroupedBatchSampler(
                     splits["train"].lengths, spec.batch_size, spec.seed)),
-                "val": _loader(splits["val"], pad_id,
-                               sorted_batches(splits["val"].lengths, spec.eval_batch_size)),
-                "test": _loader(splits["test"], pad_id, test_batches),
+                "val": _loader(splits["val"], pad_id, distributed.SizedBatches(
+                    sorted_batches(splits["val"].lengths, spec.eval_batch_size),
+                    spec.eval_batch_size)),
+                "test": _loader(splits["test"], pad_id, distributed.SizedBatches(
+                    test_batches, spec.eval_batch_size)),
             }
             total_steps = max(1, math.ceil(optimizer_steps_per_epoch(
                 len(loaders["train"]), spec.gradient_accumulation_steps) * spec.epochs))
         return Inputs(data.label_names, splits,
                       [name for name, (_, hit) in tokenized.items() if hit], tokenizer,
-                      loaders, test_batches, total_steps, pad_id)
+                      loaders, test_batches, total_steps, pad_id, data.hygiene)
 
     def build_model(self, setup: Setup, inputs: Inputs, plan: BatchPlan | None = None) -> Built:
         """`plan`: the batch split to train with (default: the spec's)."""
@@ -265,10 +276,14 @@ class Cell:
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
         with (self.timer.phase("train"),
               frozen_linear_weights_in(built.model, setup.precision.compute_dtype)):
-            return train_epochs(built.model, setup.strategy, built.optimizer, built.scheduler,
-                                built.loaders["train"], built.loaders["val"], setup.accelerator,
-                                self.spec, inputs.total_steps, self.on_evaluate,
-                                timer=self.timer)
+            trained = train_epochs(built.model, setup.strategy, built.optimizer,
+                                   built.scheduler, built.loaders["train"],
+                                   built.loaders["val"], setup.accelerator, self.spec,
+                                   inputs.total_steps, self.on_evaluate, timer=self.timer)
+        # The whole cell's work, over every rank of a multi-device cell.
+        trained.samples, trained.tokens = distributed.sum_over_ranks(
+            setup.accelerator, trained.samples, trained.tokens)
+        return trained
 
     def save(self, setup: Setup, inputs: Inputs, built: Built) -> Path | None:
         """The trained weights for `export`, when the spec asks and there is a results folder."""
@@ -282,7 +297,9 @@ class Cell:
 
     def test(self, setup: Setup, built: Built) -> EvalResult:
         with self.timer.phase("eval"):
-            return evaluate(built.model, built.loaders["test"], setup.accelerator, "test")
+            tested = evaluate(built.model, built.loaders["test"], setup.accelerator, "test")
+            [tested.tokens] = distributed.sum_over_ranks(setup.accelerator, tested.tokens)
+            return tested
 
     def measure(self, setup: Setup, inputs: Inputs, built: Built,
                 trained: TrainResult) -> Measured:
@@ -290,18 +307,20 @@ class Cell:
             final_model = setup.accelerator.unwrap_model(built.model)
             return Measured(
                 saved_size_bytes(final_model), weights_bytes(final_model),
-                compute_report(
+                distributed.scale_peak(compute_report(
                     final_model, train_tokens=trained.tokens,
                     sum_squared_lengths=trained_sum_squared_lengths(
                         inputs.splits["train"].lengths, trained.samples),
                     train_sequences=trained.samples, batch_size=self.spec.batch_size,
                     train_seconds=self.timer.phases["train_s"],
-                    device=setup.accelerator.device, dtype=setup.precision.compute_dtype))
+                    device=setup.accelerator.device, dtype=setup.precision.compute_dtype),
+                    setup.accelerator.num_processes))
 
     # ------------------------------------------------------------------ entry points
 
-    def _up_to_training(self, setup: Setup) -> tuple[Inputs, Built, TrainResult]:
-        inputs = self.load_data()
+    def _up_to_training(self, setup: Setup, *, data_hygiene: bool = True
+                        ) -> tuple[Inputs, Built, TrainResult]:
+        inputs = self.load_data(data_hygiene=data_hygiene)
 
         def build_and_train(plan: BatchPlan) -> tuple[Built, TrainResult]:
             setup.accelerator.free_memory()  # what a try that ran out of memory had prepared
@@ -319,7 +338,8 @@ class Cell:
     def train_only(self) -> TrainingOutcome:
         setup = self.set_up()
         with setup.poller or nullcontext():
-            _, built, trained = self._up_to_training(setup)
+            # No record is written, so no data-hygiene counts (they cost about a load).
+            _, built, trained = self._up_to_training(setup, data_hygiene=False)
         return TrainingOutcome(self.spec, trained, built.trainable, built.total,
                                self.timer.total(), self.timer.phases)
 
@@ -331,8 +351,13 @@ class Cell:
             tested = self.test(setup, built)
             measured = self.measure(setup, inputs, built, trained)
         memory = memory_report(setup.poller, measured.weights_bytes)  # last: a lifetime peak
+        rank_peaks = distributed.per_rank(setup.accelerator, memory["peak_bytes"])
+        if len(rank_peaks) > 1 and any(p is not None for p in rank_peaks):
+            memory["peak_bytes"] = max(p for p in rank_peaks if p is not None)
+        provenance = environment(setup.precision.name)
         record = builders.ok_record(
             self.spec, resolved=self._resolved(setup, inputs, built),
+            data_hygiene=inputs.data_hygiene or {},
             metrics=self._metrics(inputs, trained, tested),
             params={"trainable": built.trainable, "total": built.total,
                     "trainable_pct": 100.0 * built.trainable / built.total,
@@ -347,7 +372,10 @@ class Cell:
             artifacts={"model_dir": str(model_dir.relative_to(self.results_dir))
                        if model_dir and self.results_dir else None},
             predictions=_test_predictions(tested, inputs.test_batches),
-            environment=environment(setup.precision.name), started_at=setup.started_at)
+            environment=provenance, started_at=setup.started_at,
+            execution=distributed.execution_section(setup.accelerator, rank_peaks,
+                                                    provenance["hardware"],
+                                                    setup.precision.name))
         setup.accelerator.log({"test_accuracy": tested.accuracy, "test_macro_f1": tested.macro_f1,
                                "test_loss": tested.loss},
                               step=trained.history[-1]["step"] if trained.history else 0)
@@ -455,19 +483,22 @@ def _test_predictions(result: EvalResult, batches: list[list[int]]) -> Predictio
 
 def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | None, *,
                    timer: PhaseTimer | None = None, run_id: str | None = None,
-                   trust_remote_code: bool = False) -> None:
+                   trust_remote_code: bool = False, results_dir: Path | None = None) -> None:
     """Run a cell and write its record, ok or failed; a failure is re-raised after recording.
 
     `run_id` names the matrix run in the record, so that two runs sharing a results folder
-    can be told apart.
+    can be told apart. `results_dir` is where saved models and tracker logs go (default: the
+    results folder of `record_file`). Of a cell over several processes, rank 0 writes.
     """
     timer = timer or PhaseTimer()
+    write = write_record if distributed.is_main_process() else (lambda *_: None)
     try:
-        record = run_cell(spec, data_dir, timer, results_dir=results_dir_of(record_file),
+        record = run_cell(spec, data_dir, timer,
+                          results_dir=results_dir or results_dir_of(record_file),
                           trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure becomes a failed record; the matrix goes on
-        write_record(record_file, builders.failed_record(
+        write(record_file, builders.failed_record(
             spec, builders.error_section(exc, timer.current), memory=memory_report(None),
             environment=environment(spec.precision), run_id=run_id))
         raise
-    write_record(record_file, {**record, "run_id": run_id})
+    write(record_file, {**record, "run_id": run_id})

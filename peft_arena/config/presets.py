@@ -6,6 +6,7 @@
     defaults: {epochs: 2, batch_size: 32}          # any training setting, for every cell
     tasks: {imdb: {max_length: 256}}               # per task
     strategies: {lora: {r: 16, learning_rate: 1e-3}}  # per strategy: training or PEFT settings
+    executor: {name: slurm, slurm: {partition: gpu, time_min: 60}}  # where cells run
 
 Named presets live in benchmarks/ (quick, paper, llm); any other YAML file works by path.
 """
@@ -33,6 +34,8 @@ class Preset:
     defaults: dict[str, Any] = field(default_factory=dict)
     task_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Where cells run (matrix.executors.ExecutorSettings fields); the command line overrides.
+    executor: dict[str, Any] = field(default_factory=dict)
 
 
 def _preset_candidates(name: str) -> list[Path]:
@@ -78,7 +81,7 @@ def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
     data = load_yaml_file(path, "Preset") or {}
     if not isinstance(data, dict):
         raise UserError(f"Preset {path} must be a YAML mapping.")
-    known = {"model", "tasks", "strategies", "seeds", "defaults"}
+    known = {"model", "tasks", "strategies", "seeds", "defaults", "executor"}
     unknown = set(data) - known
     if unknown:
         raise UserError(
@@ -102,6 +105,7 @@ def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
         defaults=_mapping(data.get("defaults"), "defaults", path),
         task_settings={k: _mapping(v, f"tasks.{k}", path) for k, v in tasks.items()},
         strategy_settings={k: _mapping(v, f"strategies.{k}", path) for k, v in strategies.items()},
+        executor=_mapping(data.get("executor"), "executor", path),
     )
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from peft_arena.config.tasks import check_data_settings
 from peft_arena.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
@@ -23,7 +24,8 @@ TRACKERS = ("wandb", "mlflow", "tensorboard")
 RUN_ONLY_KEYS = ("tracker", "save_model")
 # Settings added after records existed: left out of the config hash while at their default,
 # so that a record made before a setting existed keeps its identity (and is not run again).
-HASHED_WHEN_SET = ("head_learning_rate", "gradient_checkpointing", "gradient_accumulation_steps")
+HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks", "devices_per_cell",
+                   "gradient_checkpointing", "gradient_accumulation_steps")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -58,6 +60,10 @@ class CellSpec:
     # The data subset is drawn with its own seed so that all seeds and strategies of a task
     # see the same examples: seeds then vary training only.
     data_seed: int = 0
+    # Which rows of the task's files a cell uses (see config/tasks.py). None: the task file's
+    # own setting; a value set here overrides it and becomes part of the cell's identity.
+    on_bad_rows: str | None = None
+    drop_test_leaks: bool | None = None
     precision: str = "auto"
     peft: dict[str, Any] = field(default_factory=dict)
     task_file: str | None = None
@@ -67,6 +73,10 @@ class CellSpec:
     # restore the trainable weights of the best pass before the test evaluation. None: off.
     early_stopping_patience: int | None = None
     early_stopping_metric: str = "val_accuracy"
+    # Processes (devices) one cell runs on, data-parallel; None: one. batch_size and
+    # eval_batch_size stay global (each device takes its share of every batch), so a cell
+    # takes the same optimizer steps on any number of devices.
+    devices_per_cell: int | None = None
     # How a run is watched and what it keeps. They do not change what the cell computes, so
     # they stay out of the config hash (see RUN_ONLY_KEYS).
     tracker: str | None = None
@@ -75,6 +85,8 @@ class CellSpec:
     def __post_init__(self) -> None:
         # YAML and the command line give "200" or 200; one spelling keeps the hash stable.
         self.eval_every = str(self.eval_every).strip().lower()
+        if self.devices_per_cell == 1:
+            self.devices_per_cell = None  # one spelling of "one device" keeps the hash stable
         checks = [
             (self.learning_rate > 0, "learning_rate must be > 0"),
             (self.head_learning_rate is None or self.head_learning_rate > 0,
@@ -100,12 +112,17 @@ class CellSpec:
              "early_stopping_patience must be >= 1"),
             (self.early_stopping_metric in EARLY_STOPPING_METRICS,
              f"early_stopping_metric must be one of {', '.join(EARLY_STOPPING_METRICS)}"),
+            (self.devices_per_cell is None
+             or (isinstance(self.devices_per_cell, int) and self.devices_per_cell >= 1),
+             "devices_per_cell must be a whole number >= 1"),
             (self.tracker is None or self.tracker in TRACKERS,
              f"tracker must be one of {', '.join(TRACKERS)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise UserError(f"Bad setting for {self.task}/{self.strategy}: {message}.")
+        check_data_settings(self.on_bad_rows, self.drop_test_leaks,
+                            f"Bad setting for {self.task}/{self.strategy}")
         for name in (self.task, self.strategy):
             # Names become file names; refuse anything that could leave the results folder.
             if not _SAFE_NAME.match(name):

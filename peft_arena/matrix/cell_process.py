@@ -3,8 +3,10 @@
     python -m peft_arena.matrix.cell_process SPEC.json RECORD.json [DATA_DIR] [options]
 
 Options: `--run-id ID` (stored in the record: which matrix run wrote it), `--parent-pid PID`
-(die with the matrix process, see `_die_with_parent`), `--trust-remote-code` (let the model
-run code from its own repository).
+(die with the process that started it, see `_die_with_parent`; -1: with whichever parent
+it has, as the ranks of a multi-device cell under torchrun), `--results-dir DIR` (where saved
+models and tracker logs go; default: the folder above the record's), `--trust-remote-code`
+(let the model run code from its own repository).
 
 Exit status: 0 ok, 1 the cell failed (a failed record was written), 2 bad input, 130 Ctrl-C
 (no record is written: the cell runs again when the matrix resumes).
@@ -37,7 +39,7 @@ def _die_with_parent(parent_pid: int | None) -> None:
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent_pid:  # the matrix died before we asked
+    if parent_pid != -1 and os.getppid() != parent_pid:  # the matrix died before we asked
         os._exit(1)
 
 
@@ -48,6 +50,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("data_dir", nargs="?", default="")
     parser.add_argument("--run-id")
     parser.add_argument("--parent-pid", type=int)
+    parser.add_argument("--results-dir", type=Path)
     parser.add_argument("--trust-remote-code", action="store_true")
     return parser.parse_args(argv)
 
@@ -62,7 +65,7 @@ def main(argv: list[str]) -> int:
         from peft_arena.cell.runner import run_and_record
 
         run_and_record(spec, args.record_file, args.data_dir or None, run_id=args.run_id,
-                       trust_remote_code=args.trust_remote_code)
+                       trust_remote_code=args.trust_remote_code, results_dir=args.results_dir)
     except KeyboardInterrupt:
         return 130  # the matrix process reports what finished and how to resume
     except UserError as exc:

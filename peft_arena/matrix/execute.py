@@ -1,29 +1,31 @@
 """Run a list of cells, each in its own process, skipping cells that already have a record.
 
-A process per cell keeps each cell's peak memory its own and keeps one cell's crash (out of
-memory, a NaN, a segfault in a kernel) from ending the matrix. A lock file per cell stops two
-runs on the same results folder from running the same cell at once.
+The matrix hands each cell to an executor (executors/: local processes, Ray tasks or Slurm
+jobs), collects what comes back and writes every record itself. A process per cell keeps
+each cell's peak memory its own and keeps one cell's crash (out of memory, a NaN, a segfault
+in a kernel) from ending the matrix. A lock file per cell, held by the matrix while the cell
+runs, stops two runs on the same results folder from running the same cell at once.
 
 What survives what:
-- the matrix process killed (even by SIGKILL): its running cell dies with it, finished cells
-  keep their records, and the same command again runs the cells that have none;
-- a cell's process killed or crashed: the matrix writes a failed record and goes on;
-- Ctrl-C: the running cell is stopped and leaves no record, so a rerun runs it again.
+- the matrix process killed (even by SIGKILL): its local cells die with it, finished cells
+  keep their records, and the same command again runs the cells that have none (Slurm jobs
+  keep running and are picked up again, see executors/slurm.py);
+- a cell's process killed or crashed, or the worker that ran it lost: the matrix writes a
+  failed record and goes on;
+- Ctrl-C: the running cells are stopped and leave no record, so a rerun runs them again.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import json
 import os
 import secrets
+import shutil
 import signal
-import subprocess
-import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,15 @@ from peft_arena.cell.data import load_cell_data, resolve_data_dir
 from peft_arena.cell.modeling import check_model
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
+from peft_arena.matrix.executors import (
+    CellFuture,
+    CellJob,
+    CellReturn,
+    Executor,
+    ExecutorSettings,
+    make_executor,
+)
+from peft_arena.measure.hardware_identity import machine_here, machine_of
 from peft_arena.measure.provenance import environment
 from peft_arena.records.builders import error_section, failed_record
 from peft_arena.records.schema import Record
@@ -40,14 +51,14 @@ from peft_arena.records.store import (
     record_path,
     records_dir,
     remove_temp_files,
-    results_dir_of,
     write_record,
 )
 
 LOCKS_SUBDIR = ".locks"
-SPEC_SUFFIX = ".spec.json"
-# After Ctrl-C, how long a cell may take to stop on its own before it is killed.
-STOP_GRACE_S = 10.0
+SPEC_SUFFIX = ".spec.json"  # left by earlier versions, which kept a cell's spec here
+WORK_SUFFIX = ".work"  # a local cell's spec and record until the matrix has read them
+# How often the matrix looks at the cells in flight.
+POLL_S = 0.2
 
 
 class CellCrashed(RuntimeError):
@@ -69,6 +80,8 @@ class MatrixResult:
     interrupted: bool = False
     run_id: str = ""
     planned: int = 0  # distinct cells asked for
+    # Recorded cells skipped although their record was made on another machine than this.
+    other_hardware: dict[str, int] = field(default_factory=dict)  # machine -> cells
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -105,12 +118,14 @@ def preflight(cells: list[CellSpec], data_dir: str | Path | None, *,
     for model, checkpointing in sorted({(c.model, c.gradient_checkpointing) for c in cells}):
         check_model(model, gradient_checkpointing=checkpointing,
                     trust_remote_code=trust_remote_code)
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     folder = resolve_data_dir(data_dir)
     for spec in cells:
-        if spec.task in seen:
+        # The data settings decide which rows are bad enough to stop the run.
+        key = (spec.task_source, spec.on_bad_rows, spec.drop_test_leaks)
+        if key in seen:
             continue
-        seen.add(spec.task)
+        seen.add(key)
         load_cell_data(spec, folder)
 
 
@@ -149,11 +164,12 @@ def sweep_temp_files(results_dir: Path) -> int:
         with cell_lock(results_dir, cell_id) as held:
             if held is not None:
                 removed += remove_temp_files(results_dir, cell_id)
-    for path in _lock_dir(results_dir).glob(f"*{SPEC_SUFFIX}"):
-        with cell_lock(results_dir, path.name.removesuffix(SPEC_SUFFIX)) as held:
-            if held is not None and path.exists():
-                path.unlink()
-                removed += 1
+    for suffix in (SPEC_SUFFIX, WORK_SUFFIX):
+        for path in _lock_dir(results_dir).glob(f"*{suffix}"):
+            with cell_lock(results_dir, path.name.removesuffix(suffix)) as held:
+                if held is not None and path.exists():
+                    shutil.rmtree(path) if path.is_dir() else path.unlink()
+                    removed += 1
     return removed
 
 
@@ -167,64 +183,18 @@ def _should_skip(record: Record | None, retry_failed: bool) -> bool:
     return record.get("status") == "ok" or not retry_failed
 
 
-def _file_identity(path: Path) -> tuple[int, int, int] | None:
-    """Changes whenever the record is replaced (a rename brings a new inode)."""
-    try:
-        stat = path.stat()
-    except FileNotFoundError:
-        return None
-    return stat.st_ino, stat.st_mtime_ns, stat.st_size
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """After Ctrl-C: let the cell stop on its own Ctrl-C (a terminal sends it to the whole
-    process group), send one if only the matrix got it, and kill it if it takes too long."""
-    try:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=1.0)
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            process.wait(timeout=STOP_GRACE_S)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):  # too slow, or a second Ctrl-C
-        process.kill()
-        process.wait()
-
-
-def _wait(process: subprocess.Popen) -> int:
-    try:
-        return process.wait()
-    except KeyboardInterrupt:
-        _stop(process)
-        raise
-
-
-def _run_process(spec: CellSpec, path: Path, data_dir: Path | None, lock_fd: int,
-                 run_id: str, trust_remote_code: bool) -> int:
-    # Beside the lock, under the lock: one file per cell, never left behind in /tmp.
-    spec_file = _lock_dir(results_dir_of(path)) / f"{spec.cell_id}{SPEC_SUFFIX}"
-    spec_file.write_text(json.dumps(spec.to_dict()), encoding="utf-8")
-    command = [sys.executable, "-m", "peft_arena.matrix.cell_process", str(spec_file), str(path),
-               str(data_dir or ""), "--run-id", run_id, "--parent-pid", str(os.getpid())]
-    if trust_remote_code:
-        command.append("--trust-remote-code")
-    # The cell inherits the lock: if the matrix dies where the cell cannot follow it (no
-    # parent-death signal outside Linux), a rerun still finds the cell busy, not free.
-    process = subprocess.Popen(command, pass_fds=(lock_fd,))
-    try:
-        return _wait(process)
-    finally:
-        spec_file.unlink(missing_ok=True)
-
-
-def _crash_record(spec: CellSpec, code: int, run_id: str) -> Record:
-    if code < 0:
-        name = signal.Signals(-code).name
-        how = f"was killed by {name}"
-        if -code == signal.SIGKILL:
-            how += " (by a user, or by the kernel when memory ran out)"
+def _lost_record(spec: CellSpec, back: CellReturn, run_id: str) -> Record:
+    """The failed record of a cell that came back without one of its own."""
+    if back.lost is not None:
+        what = back.lost
+    elif back.code is not None and back.code < 0:
+        name = signal.Signals(-back.code).name
+        what = f"the cell's process was killed by {name}"
+        if -back.code == signal.SIGKILL:
+            what += " (by a user, or by the kernel when memory ran out)"
     else:
-        how = f"exited with status {code}"
-    crash = CellCrashed(f"the cell's process {how} before writing its record")
+        what = f"the cell's process exited with status {back.code}"
+    crash = CellCrashed(f"{what} before writing its record")
     return failed_record(
         # The matrix's own stack says nothing about the cell.
         spec, error_section(crash, "process", with_traceback=False),
@@ -244,37 +214,86 @@ def _outcome(spec: CellSpec, record: Record | None, seconds: float) -> CellOutco
     return CellOutcome(spec, "failed", record, seconds, message)
 
 
-def run_one(spec: CellSpec, results_dir: Path, data_dir: Path | None, retry_failed: bool, *,
-            run_id: str = "", trust_remote_code: bool = False) -> CellOutcome:
-    """Run one cell in its own process unless it is recorded or another run holds it.
+@dataclass
+class _Running:
+    """A cell handed to the executor, with the lock the matrix holds for it."""
 
-    Raises KeyboardInterrupt after Ctrl-C, once the cell's process has ended.
-    """
-    run_id = run_id or new_run_id()
-    path = record_path(results_dir, spec.cell_id)
-    existing = _existing(path)
-    if _should_skip(existing, retry_failed):
-        return CellOutcome(spec, "skipped", existing, message="already recorded")
-    with cell_lock(results_dir, spec.cell_id) as lock_fd:
-        if lock_fd is None:
-            return CellOutcome(spec, "busy", message="another run is running this cell")
-        existing = _existing(path)  # it may have finished while we waited for the lock
-        if _should_skip(existing, retry_failed):
+    spec: CellSpec
+    job: CellJob
+    future: CellFuture
+    lock: ExitStack
+    began: float
+
+
+@dataclass
+class _Driver:
+    """Starts cells on an executor and turns what comes back into records."""
+
+    executor: Executor
+    results: Path
+    data_dir: Path | None
+    retry_failed: bool
+    run_id: str
+    trust_remote_code: bool
+
+    def start(self, spec: CellSpec) -> CellOutcome | _Running:
+        """The cell's outcome when it is not run (recorded, or busy in another run); else
+        the cell, submitted under its lock."""
+        path = record_path(self.results, spec.cell_id)
+        if _should_skip(existing := _existing(path), self.retry_failed):
             return CellOutcome(spec, "skipped", existing, message="already recorded")
-        before = _file_identity(path)
-        began = time.perf_counter()
+        lock = ExitStack()
+        lock_fd = lock.enter_context(cell_lock(self.results, spec.cell_id))
+        if lock_fd is None:
+            lock.close()
+            return CellOutcome(spec, "busy", message="another run is running this cell")
+        if _should_skip(existing := _existing(path), self.retry_failed):
+            lock.close()  # it finished while we waited for the lock
+            return CellOutcome(spec, "skipped", existing, message="already recorded")
+        # Absolute: a worker elsewhere starts in another folder.
+        data_dir = str(Path(self.data_dir).resolve()) if self.data_dir else ""
+        job = self.executor.prepare(CellJob(
+            spec.to_dict(), spec.cell_id, self.run_id, data_dir,
+            str(self.results.resolve()), self.trust_remote_code,
+            processes=spec.devices_per_cell or 1))
         try:
-            code = _run_process(spec, path, data_dir, lock_fd, run_id, trust_remote_code)
-        finally:
+            if hasattr(self.executor, "hold_lock"):
+                self.executor.hold_lock(spec.cell_id, lock_fd)
+            future = self.executor.submit(job)
+        except BaseException:
+            self.executor.released(job)
+            lock.close()
+            raise
+        return _Running(spec, job, future, lock, time.perf_counter())
+
+    def finish(self, cell: _Running) -> CellOutcome:
+        """Write the record of a cell that came back. Raises KeyboardInterrupt when the cell
+        alone saw Ctrl-C (it leaves no record and runs again on resume)."""
+        try:
+            back = cell.future.result()
+            seconds = time.perf_counter() - cell.began
             # A cell stopped mid-write leaves a temporary file, never a partial record.
-            remove_temp_files(results_dir, spec.cell_id)
-        seconds = time.perf_counter() - began
-        written = _file_identity(path) != before
-        if code in (130, -signal.SIGINT) and not written:
-            raise KeyboardInterrupt  # the cell alone saw Ctrl-C; it runs again on resume
-        if not written:  # died without a word: killed, out of memory, a segfault
-            write_record(path, _crash_record(spec, code, run_id))
-        return _outcome(spec, read_record(path), seconds)
+            remove_temp_files(self.results, cell.spec.cell_id)
+            if back.interrupted:
+                raise KeyboardInterrupt
+            record = back.record or _lost_record(cell.spec, back, self.run_id)
+            record["execution"] = {**(record.get("execution") or {}),
+                                   **self.executor.details(), "worker": back.worker,
+                                   "attempts": back.attempts, "environment": cell.job.env}
+            write_record(record_path(self.results, cell.spec.cell_id), record)
+            return _outcome(cell.spec, record, seconds)
+        finally:
+            self.executor.released(cell.job)
+            cell.lock.close()
+
+    def abandon(self, cell: _Running) -> None:
+        """After Ctrl-C: stop the cell; it leaves no record."""
+        try:
+            cell.future.cancel()
+            remove_temp_files(self.results, cell.spec.cell_id)
+        finally:
+            self.executor.released(cell.job)
+            cell.lock.close()
 
 
 def _distinct(cells: list[CellSpec]) -> list[CellSpec]:
@@ -297,37 +316,95 @@ def _over_budget(cells: list[CellSpec], limit: int | None, data_dir: Path | None
             if count.trainable > limit}
 
 
+def _devices_per_cell(cells: list[CellSpec]) -> int:
+    """The most devices any cell asks for; batch sizes must split evenly over them."""
+    for spec in cells:
+        devices = spec.devices_per_cell or 1
+        for name in ("batch_size", "eval_batch_size"):
+            if getattr(spec, name) % devices:
+                raise UserError(
+                    f"{spec.task}/{spec.strategy}: {name}={getattr(spec, name)} does not split "
+                    f"over devices_per_cell={devices}; batch sizes are global (split over the "
+                    f"devices), so give a multiple of {devices}.")
+    return max(spec.devices_per_cell or 1 for spec in cells)
+
+
+def _recorded_elsewhere(cells: list[CellSpec], results: Path) -> dict[str, int]:
+    """machine -> how many of these cells have a record made on another machine than this
+    one (only a local run can tell: elsewhere the workers are not this machine)."""
+    here, counts = machine_here(), {}
+    for spec in cells:
+        record = _existing(record_path(results, spec.cell_id))
+        machine = machine_of(record) if record and record.get("status") == "ok" else None
+        if machine and machine != here:
+            counts[machine] = counts.get(machine, 0) + 1
+    return counts
+
+
 def run_matrix(cells: list[CellSpec], results_dir: str | Path, data_dir: str | Path | None = None,
                *, retry_failed: bool = False, on_event: Event | None = None,
-               trust_remote_code: bool = False,
-               max_trainable_params: int | None = None) -> MatrixResult:
+               trust_remote_code: bool = False, max_trainable_params: int | None = None,
+               executor: ExecutorSettings | None = None) -> MatrixResult:
     """Run every cell that has no record (or a failed one, with `retry_failed`).
 
-    Cells with more than `max_trainable_params` trainable parameters are counted before any
-    training and reported with status "over_budget"; they write no record.
+    `executor` says where cells run (default: one at a time, locally). Cells with more than
+    `max_trainable_params` trainable parameters are counted before any training and reported
+    with status "over_budget"; they write no record. A cell recorded on other hardware is
+    skipped like any recorded cell (a folder a cluster filled mixes machines by design);
+    `other_hardware` counts them, so that the caller can point to a folder of one's own.
     Ctrl-C ends the run early with `interrupted` set; the cells it finished are kept.
     """
     cells = _distinct(cells)
     if not cells:
         raise UserError("The matrix is empty: name at least one task and strategy.")
+    settings = executor or ExecutorSettings()
+    devices = _devices_per_cell(cells)
     results = Path(results_dir)
     folder = resolve_data_dir(data_dir)
     preflight(cells, folder, trust_remote_code=trust_remote_code)
     over_budget = _over_budget(cells, max_trainable_params, folder)
+    runner = make_executor(settings, _lock_dir(results), devices)
+    _lock_dir(results).mkdir(parents=True, exist_ok=True)
     result = MatrixResult(run_id=new_run_id(), planned=len(cells))
+    if settings.name == "local":
+        result.other_hardware = _recorded_elsewhere(cells, results)
     sweep_temp_files(results)
+    driver = _Driver(runner, results, folder, retry_failed, result.run_id, trust_remote_code)
+    pending = deque(enumerate(cells, start=1))
+    running: dict[int, _Running] = {}
+
+    def report(kind: str, index: int, outcome: CellOutcome) -> None:
+        if on_event:
+            on_event(kind, index, len(cells), outcome)
+
+    def finished(index: int, outcome: CellOutcome) -> None:
+        result.outcomes.append(outcome)
+        report("end", index, outcome)
+
     try:
-        for index, spec in enumerate(cells, start=1):
-            if on_event:
-                on_event("start", index, len(cells), CellOutcome(spec, "running"))
-            if spec.cell_id in over_budget:
-                outcome = CellOutcome(spec, "over_budget", message=over_budget[spec.cell_id])
-            else:
-                outcome = run_one(spec, results, folder, retry_failed, run_id=result.run_id,
-                                  trust_remote_code=trust_remote_code)
-            result.outcomes.append(outcome)
-            if on_event:
-                on_event("end", index, len(cells), outcome)
+        while pending or running:
+            while pending and len(running) < runner.capacity():
+                index, spec = pending.popleft()
+                report("start", index, CellOutcome(spec, "running"))
+                if spec.cell_id in over_budget:
+                    finished(index, CellOutcome(spec, "over_budget",
+                                                message=over_budget[spec.cell_id]))
+                    continue
+                started = driver.start(spec)
+                if isinstance(started, CellOutcome):
+                    finished(index, started)
+                else:
+                    running[index] = started
+            runner.flush()
+            done = [index for index, cell in running.items() if cell.future.done()]
+            for index in done:
+                finished(index, driver.finish(running.pop(index)))
+            if running and not done:
+                time.sleep(POLL_S)
     except KeyboardInterrupt:
         result.interrupted = True
+        for cell in running.values():
+            driver.abandon(cell)
+    finally:
+        runner.close()
     return result

@@ -7,6 +7,7 @@ flags < `--set key=value` < `--set strategy.key=value`.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,10 +15,21 @@ import yaml
 
 from peft_arena.config.presets import Preset
 from peft_arena.config.spec import TRAIN_KEYS, CellSpec, coerce_setting
-from peft_arena.config.tasks import resolve_task
+from peft_arena.config.tasks import DATA_SETTINGS, TaskSpec, resolve_task
 from peft_arena.errors import UserError
 from peft_arena.strategies import load_strategies
 from peft_arena.strategies.base import Strategy
+
+# Names people reach for, and the setting they mean (offered when the setting exists).
+_ALIASES = {
+    "rank": "r", "lr": "learning_rate", "alpha": "lora_alpha", "dropout": "lora_dropout",
+    "bs": "batch_size", "batch": "batch_size", "epoch": "epochs", "wd": "weight_decay",
+    "warmup": "warmup_ratio", "max_len": "max_length", "seq_len": "max_length",
+    "max_seq_length": "max_length", "target": "target_modules", "targets": "target_modules",
+}
+# The training settings an unknown-key error lists; the rest are in the README.
+COMMON_TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "max_length",
+                     "max_train_samples", "max_eval_samples")
 
 
 def parse_value(text: str) -> Any:
@@ -51,6 +63,23 @@ class Overrides:
         return out
 
 
+def unknown_setting_message(key: str, origin: str, strategies: list[type[Strategy]]) -> str:
+    """One line: the unknown key, the setting it most likely means, then a short list of
+    known settings (a PEFT config has dozens of fields; listing them all helps nobody)."""
+    known = set(TRAIN_KEYS).union(*(s.peft_fields() for s in strategies))
+    guess = _ALIASES.get(key.lower())
+    if guess not in known:
+        close = difflib.get_close_matches(key, sorted(known), n=1)
+        guess = close[0] if close else None
+    hint = f" Did you mean {guess!r}?" if guess else ""
+    groups = [f"Common settings: {', '.join(COMMON_TRAIN_KEYS)}"]
+    groups += [f"for {s.name}: {', '.join(s.peft_defaults)} or any other "
+               f"{s.peft_config_class.__name__} field"
+               for s in strategies if s.peft_config_class is not None]
+    return (f"Unknown setting {key!r} in {origin}.{hint} {'; '.join(groups)} "
+            f"(every setting: README, 'Settings and precedence').")
+
+
 def _split_settings(strategy: type[Strategy], settings: dict[str, Any], origin: str
                     ) -> tuple[dict[str, Any], dict[str, Any]]:
     train, peft = {}, {}
@@ -60,12 +89,20 @@ def _split_settings(strategy: type[Strategy], settings: dict[str, Any], origin: 
         elif key in strategy.peft_fields():
             peft[key] = value
         else:
-            allowed = sorted(TRAIN_KEYS | strategy.peft_fields())
-            raise UserError(
-                f"Unknown setting {key!r} in {origin} for strategy {strategy.name!r}; "
-                f"known: {', '.join(allowed)}."
-            )
+            raise UserError(unknown_setting_message(key, f"{origin} for strategy "
+                                                         f"{strategy.name!r}", [strategy]))
     return train, peft
+
+
+def _data_settings(task: TaskSpec, train: dict[str, Any]) -> dict[str, Any]:
+    """A run's data settings, left unset (None) where they only repeat the defaults of a task
+    that keeps them, so that spelling a default out does not make a new cell."""
+    out = {}
+    for key, default in DATA_SETTINGS.items():
+        value = train.get(key)
+        keeps_default = getattr(task, key) == default
+        out[key] = None if value is None or (value == default and keeps_default) else value
+    return out
 
 
 def _check_peft_values(strategy: type[Strategy], peft: dict[str, Any]) -> None:
@@ -95,16 +132,15 @@ def build_cells(
         if scope is not None:
             registry.get(scope)  # an unknown strategy in --set fails with a suggestion
         elif name not in TRAIN_KEYS and not any(name in s.peft_fields() for s in selected):
-            raise UserError(
-                f"Unknown setting {name!r} in --set; use a training setting "
-                f"({', '.join(sorted(TRAIN_KEYS))}) or STRATEGY.KEY, e.g. lora.r=16."
-            )
+            raise UserError(unknown_setting_message(name, "--set", selected))
     cells = []
     for task_name in tasks:
         task = resolve_task(task_name)
         for strategy_name in strategy_names:
             strategy = registry.get(strategy_name)
-            train: dict[str, Any] = {"max_length": task.max_length, **strategy.train_defaults}
+            train: dict[str, Any] = {"max_length": task.max_length,
+                                     **task.changed_data_settings(),
+                                     **strategy.train_defaults}
             peft: dict[str, Any] = dict(strategy.peft_defaults)
             layers = [
                 (preset.defaults, "preset defaults"),
@@ -122,6 +158,7 @@ def build_cells(
                 train.update(layer_train)
                 peft.update(layer_peft)
             _check_peft_values(strategy, peft)
+            train.update(_data_settings(task, train))
             for seed in seeds:
                 cells.append(CellSpec(
                     model=model or preset.model,

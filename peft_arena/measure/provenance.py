@@ -15,6 +15,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from peft_arena.measure.hardware_identity import SPEED_FLAGS
+
 PACKAGES = ("peft-arena", "torch", "transformers", "peft", "accelerate", "bitsandbytes",
             "datasets", "tokenizers", "numpy", "scikit-learn")
 # Environment variables that change how many threads the math libraries use.
@@ -94,6 +96,7 @@ def hardware() -> dict[str, Any]:
         "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "cpu_bf16_flags": [flag for flag in BF16_FLAGS if flag in flags],
+        "cpu_speed_flags": [flag for flag in SPEED_FLAGS if flag in flags],
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "thread_variables": {name: os.environ[name] for name in THREAD_VARIABLES

@@ -13,8 +13,10 @@ from peft_arena.records.schema import (
     SCHEMA_VERSION,
     Artifacts,
     Compute,
+    DataHygiene,
     Environment,
     Error,
+    Execution,
     HistoryEntry,
     Memory,
     MemoryTools,
@@ -41,18 +43,21 @@ def _head(spec: CellSpec, status: Status) -> Record:
             "spec": spec.to_dict()}
 
 
-def ok_record(spec: CellSpec, *, resolved: Resolved, metrics: Metrics, params: Params,
-              time: Time, memory: Memory, compute: Compute, history: list[HistoryEntry],
-              best_step: int | None, stopped_early: bool, artifacts: Artifacts,
-              predictions: Predictions, strategy_state: dict[str, Any] | None = None,
+def ok_record(spec: CellSpec, *, resolved: Resolved, data_hygiene: DataHygiene,
+              metrics: Metrics, params: Params, time: Time, memory: Memory, compute: Compute,
+              history: list[HistoryEntry], best_step: int | None, stopped_early: bool,
+              artifacts: Artifacts, predictions: Predictions, environment: Environment,
+              started_at: str, strategy_state: dict[str, Any] | None = None,
               memory_tools: MemoryTools | None = None,
-              environment: Environment, started_at: str) -> Record:
-    return {**_head(spec, "ok"), "resolved": resolved, "metrics": metrics, "params": params,
+              execution: Execution | None = None) -> Record:
+    return {**_head(spec, "ok"), "resolved": resolved, "data_hygiene": data_hygiene,
+            "metrics": metrics, "params": params,
             "time": time, "memory": memory, "memory_tools": memory_tools, "compute": compute,
             "history": history,
             "best_step": best_step, "stopped_early": stopped_early, "artifacts": artifacts,
             "strategy_state": strategy_state, "predictions": predictions, "error": None,
-            "environment": environment, "started_at": started_at, "finished_at": utc_now()}
+            "environment": environment, "execution": execution or {},
+            "started_at": started_at, "finished_at": utc_now()}
 
 
 def partial_record(spec: CellSpec, *, metrics: Metrics, params: Params, time: Time,

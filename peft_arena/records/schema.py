@@ -11,7 +11,8 @@ Schema version 1. A record's `status` decides which sections hold data:
              history is [], predictions is null (records.builders.failed_record)
 
 Readers are tolerant: records written before a field existed lack it (`best_step`,
-`stopped_early`, `artifacts`, `resolved` and `run_id` came after the first records), and a
+`stopped_early`, `artifacts`, `resolved`, `run_id` and `data_hygiene` came after the first
+records), and a
 field added later must stay optional to read. To add a field: declare it in its section
 below, fill it in the section's builder, and read it with `.get` in the report. To add a
 section (a concern of its own), add a TypedDict, a key in `Record` and a keyword argument of
@@ -74,7 +75,7 @@ class Memory(TypedDict, total=False):
 
 
 class MemoryEstimate(TypedDict, total=False):
-    """The dry run's estimate (peft_arena.measure.estimate documents every term)."""
+    """The dry run's estimate (peft_arena.cell.memory_estimate documents every term)."""
 
     weights_bytes: int
     gradients_bytes: int
@@ -170,11 +171,32 @@ class Resolved(TypedDict, total=False):
     data_fingerprint: dict[str, str]  # split -> hash of the token ids and labels used
 
 
+class SplitHygiene(TypedDict, total=False):
+    rows: int
+    duplicates: int  # rows whose text an earlier row of the same split already has
+    in_train: int  # (not train) rows with a training row of the same text
+
+
+class DataHygiene(TypedDict, total=False):
+    """cell.hygiene: what data the cell saw. Texts are the same when equal after collapsing
+    whitespace. Absent in records made before it existed."""
+
+    text_match: str
+    on_bad_rows: Literal["error", "drop"]  # the data settings the cell ran with
+    drop_test_leaks: bool
+    # split (train, test) -> reason (empty_text, missing_label, float_label,
+    # label_out_of_range, unknown_label; in_train for leaked test rows) -> rows dropped
+    dropped: dict[str, dict[str, int]]
+    full: dict[str, SplitHygiene]  # the task's files (train, test), bad rows dropped
+    used: dict[str, SplitHygiene]  # the rows the cell trained, validated and tested on
+    test_leaks_into_train: bool  # the test split kept rows whose text is in train
+
+
 class Environment(TypedDict, total=False):
     """measure.provenance: what a reader needs to reproduce a figure or tell two apart."""
 
     versions: dict[str, str | None]  # package -> version
-    # cpu, cpu_count, cpu_bf16_flags, torch_threads, torch_interop_threads,
+    # cpu, cpu_count, cpu_bf16_flags, cpu_speed_flags, torch_threads, torch_interop_threads,
     # thread_variables, platform, python, and on a GPU: gpu, gpu_count, gpu_memory_bytes,
     # cuda, cudnn, gpu_driver
     hardware: dict[str, Any]
@@ -183,12 +205,29 @@ class Environment(TypedDict, total=False):
     git_dirty: bool | None
 
 
+class Execution(TypedDict, total=False):
+    """How and where the cell ran (records made before executors lack it). The cell writes the
+    first group (cell.distributed), the matrix adds the second when it writes the record."""
+
+    processes: int  # ranks of a cell over several devices (devices_per_cell); 1 otherwise
+    distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU
+    threads: int  # torch threads of each process
+    per_rank_peak_bytes: list[int | None]  # memory.peak_bytes is their maximum
+    hardware: str  # measure.hardware_identity: what the cell's speed depends on
+    executor: str  # local | ray | slurm
+    workers: int  # local: cells the matrix ran at once
+    worker: str  # host:pid (Ray node, Slurm job) that ran the cell
+    attempts: int  # Ray: 2 when the first worker was lost and the task ran again
+    environment: dict[str, str]  # thread and device variables the executor set for the cell
+
+
 class Record(TypedDict, total=False):
     schema_version: int
     cell_id: str  # "<task>__<strategy>__seed<seed>__<config hash>"
     status: Status
     spec: dict[str, Any]  # CellSpec.to_dict(): model, task, strategy, seed, every setting
     resolved: Resolved
+    data_hygiene: DataHygiene
     metrics: Metrics
     params: Params
     time: Time
@@ -206,5 +245,6 @@ class Record(TypedDict, total=False):
     error: Error | None
     run_id: str | None  # the matrix run that wrote the record (absent when made elsewhere)
     environment: Environment
+    execution: Execution
     started_at: str | None  # ISO-8601 UTC
     finished_at: str

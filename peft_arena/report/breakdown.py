@@ -1,4 +1,5 @@
-"""Per-task detail for the report: F1 per class, prediction confidence, time per phase.
+"""Per-task detail for the report: F1 per class, prediction confidence, time per phase, data
+hygiene (duplicates, test rows leaking into train, dropped rows), and the leak warning.
 
 Each function returns a markdown section for one task, or nothing when no record of the task
 holds the data it needs (older records lack per-class F1 and confidence).
@@ -6,7 +7,9 @@ holds the data it needs (older records lack per-class F1 and confidence).
 
 from __future__ import annotations
 
+import json
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -121,6 +124,87 @@ def _common_prefix(names: list[str]) -> str:
             break
         shared.append(pieces[0])
     return ".".join(shared) + "." if shared else ""
+def _hygiene_groups(frame: pd.DataFrame, details: dict[str, CellDetail], part: str
+                   ) -> list[tuple[list[str], dict[str, Any]]]:
+    """Distinct `part` ("full" or "used") sections of the records, with the strategy labels
+    of the cells that recorded each (cells of other sizes use other rows)."""
+    groups: dict[str, tuple[list[str], dict[str, Any]]] = {}
+    for cell_id, label in zip(frame["cell_id"], frame["label"], strict=True):
+        detail = details.get(cell_id) if isinstance(cell_id, str) else None
+        section = (detail.data_hygiene or {}).get(part) if detail else None
+        if isinstance(section, dict):
+            labels, _ = groups.setdefault(json.dumps(section, sort_keys=True), ([], section))
+            if label not in labels:
+                labels.append(label)
+    return list(groups.values())
+
+
+def _count(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else markdown.DASH
+
+
+def _dropped_text(dropped: Any) -> str:
+    if not isinstance(dropped, dict) or not dropped:
+        return "0" if isinstance(dropped, dict) else markdown.DASH
+    reasons = ", ".join(f"{reason} {count}" for reason, count in dropped.items())
+    return f"{sum(v for v in dropped.values() if isinstance(v, int)):,} ({reasons})"
+
+
+def _hygiene_rows(which: str, section: dict[str, Any], dropped: dict[str, Any] | None
+                  ) -> list[list[str]]:
+    rows = []
+    for split, counts in section.items():
+        counts = counts if isinstance(counts, dict) else {}
+        leaked = _count(counts.get("in_train")) if split != "train" else markdown.DASH
+        removed = _dropped_text(dropped.get(split)) if dropped else markdown.DASH
+        rows.append([which, split, _count(counts.get("rows")), _count(counts.get("duplicates")),
+                     leaked, removed])
+    return rows
+
+
+def _hygiene_sections(frame: pd.DataFrame, details: dict[str, CellDetail]) -> list[dict[str, Any]]:
+    found = []
+    for cell_id in frame["cell_id"]:
+        detail = details.get(cell_id) if isinstance(cell_id, str) else None
+        if detail is not None and isinstance(detail.data_hygiene, dict):
+            found.append(detail.data_hygiene)
+    return found
+
+
+def leak_note(frame: pd.DataFrame, details: dict[str, CellDetail]) -> list[str]:
+    """A warning under a task's table when its cells were tested on a split that keeps rows
+    whose text is also in the training file. frame: the task's successful records."""
+    for section in _hygiene_sections(frame, details):
+        if section.get("test_leaks_into_train") is True:
+            test = (section.get("full") or {}).get("test") or {}
+            leaked, rows = test.get("in_train"), test.get("rows")
+            share = f" ({leaked / rows:.2%})" if isinstance(leaked, int) and rows else ""
+            return [f"⚠ **Test split leaks into train**: {_count(leaked)} of {_count(rows)} test "
+                    f"rows{share} have the text of a training row and stayed in the test split "
+                    f"(`drop_test_leaks: true` in the task file, or `--set "
+                    f"drop_test_leaks=true`, drops them); Details show the rows each cell used.",
+                    ""]
+    return []
+
+
+def hygiene_section(frame: pd.DataFrame, details: dict[str, CellDetail]) -> list[str]:
+    """Rows, duplicates, test and validation rows whose text is in train, and rows dropped:
+    for the task's full splits and for the rows its cells used. frame: successful records."""
+    full = _hygiene_groups(frame, details, "full")
+    if not full:
+        return []
+    used = _hygiene_groups(frame, details, "used")
+    dropped = next((s.get("dropped") for s in _hygiene_sections(frame, details)
+                    if isinstance(s.get("dropped"), dict)), None)
+    rows = []
+    for which, groups, drops in (("full", full, dropped), ("used", used, None)):
+        for labels, section in groups:
+            name = which if len(groups) == 1 else f"{which} ({', '.join(labels)})"
+            rows += _hygiene_rows(name, section, drops)
+    headers = ["data", "split", "rows", "duplicates", "text also in train", "dropped"]
+    return ["Data hygiene (texts compared exactly after collapsing whitespace; full = the "
+            "task's files, used = the rows the cells trained, validated and tested on):", "",
+            *markdown.table(headers, rows), ""]
 
 
 def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
@@ -132,5 +216,5 @@ def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
     ok = frame[(frame["task"] == task) & (frame["status"] == "ok")]
     order = [s for s, n in zip(summary["strategy"], summary["n_seeds"], strict=True) if n > 0]
     parts = [*per_class_section(ok, order, details), *confidence_section(summary),
-             *rank_section(ok, details), *phase_section(summary)]
+             *rank_section(ok, details), *phase_section(summary), *hygiene_section(ok, details)]
     return [f"### {markdown.escape(task)}", "", *parts] if parts else []

@@ -17,7 +17,7 @@ import pandas as pd
 from rich.table import Table
 
 from peft_arena.errors import UserError
-from peft_arena.report import breakdown, charts, html_page, markdown, stats
+from peft_arena.report import breakdown, charts, hardware, html_page, markdown, stats
 from peft_arena.report.markdown import DASH, number
 from peft_arena.report.results import (
     CellDetail,
@@ -145,7 +145,7 @@ _COLUMNS = (
             "min", optional=True),
     _Column("est. MiB", "estimate_mb_mean", _fixed(0),
             "the dry run's estimate of the training tensors: weights, gradients, AdamW states "
-            "and activations (peft_arena/measure/estimate.py).", None, optional=True),
+            "and activations (peft_arena/cell/memory_estimate.py).", None, optional=True),
     _Column("est. error", "estimate_error_mean", _signed_pct,
             "the estimate's error against torch's peak allocated GPU memory (GPU records only;"
             " on CPU the peak resident memory is mostly the interpreter and its libraries).",
@@ -268,6 +268,9 @@ def leaderboard_markdown(
     details: dict[str, list[str]] | None = None,
     base: Path | None = None,
     images: bool = False,
+    notes: dict[str, list[str]] | None = None,
+    hardware_lines: dict[str, list[str]] | None = None,
+    mixed_hardware: bool = False,
 ) -> str:
     """A markdown leaderboard: one table per task, what the columns mean, the charts, then
     per-task detail.
@@ -275,12 +278,20 @@ def leaderboard_markdown(
     chart_paths: the charts to link, relative to `base` (the report folder); None links the
     standard charts under charts/. details: markdown lines per task (breakdown.task_section).
     images: show the charts inline rather than as a list of links (a PR comment cannot show
-    images that live in a CI run's files, but a link list still reads well).
+    images that live in a CI run's files, but a link list still reads well). notes: markdown
+    lines shown under a task's table (breakdown.leak_note).
+    hardware_lines: markdown per task on records from other hardware (hardware.py).
+    mixed_hardware: the records come from more than one kind of hardware (say how costs are
+    kept apart).
     """
     columns = _shown_columns(summary)
     parts = ["# peft-arena leaderboard", "", provenance_line, "", LEGEND, ""]
+    if mixed_hardware:
+        parts += [hardware.NOTE, ""]
     for task, table in summary.groupby("task", sort=True):
-        parts += [f"## {markdown.escape(task)}", "", _markdown_table(table, columns), ""]
+        parts += [f"## {markdown.escape(task)}", "", _markdown_table(table, columns), "",
+                  *(notes or {}).get(str(task), [])]
+        parts += (hardware_lines or {}).get(str(task), [])
     parts += _columns_list(columns)
     parts += _chart_links(chart_paths, base, images)
     sections = [lines for _, lines in sorted((details or {}).items()) if lines]
@@ -318,7 +329,8 @@ def _dirty_text(frame: pd.DataFrame) -> str:
 
 def provenance_line(frame: pd.DataFrame) -> str:
     """One line saying what produced the numbers: model, precision, hardware, commit."""
-    fields = [("model", "model"), ("precision", "precision"), ("CPU", "cpu"), ("GPU", "gpu")]
+    fields = [("model", "model"), ("precision", "precision"), ("CPU", "cpu"), ("GPU", "gpu"),
+              ("hardware", "hardware")]
     parts = [f"{label}: {text}" for label, col in fields if (text := _distinct(frame[col]))]
     if commit := _distinct(frame["git_commit"]):
         parts.append(f"git commit: {_short_commit(commit)}{_dirty_text(frame)}")
@@ -384,17 +396,26 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
     out_dir.mkdir(parents=True, exist_ok=True)
     with_labels = labelled(frame)
     # Labels come from the whole frame, so charts and tables agree on which configs differ.
-    chart_paths = charts.write_charts(with_labels, out_dir / charts.CHARTS_SUBDIR, hue="label",
+    chart_paths = charts.write_charts(hardware.costs_on_reference(with_labels),
+                                      out_dir / charts.CHARTS_SUBDIR, hue="label",
                                       details=results.details, confusion=confusion)
     details = {
         str(task): breakdown.task_section(str(task), with_labels, table, results.details)
         for task, table in summary.groupby("task", sort=True)
     }
+    ok = with_labels[with_labels["status"] == "ok"]
+    notes = {str(task): breakdown.leak_note(ok[ok["task"] == task], results.details)
+             for task in summary["task"].unique()}
+    on_hardware = {str(task): hardware.task_hardware_lines(str(task), with_labels)
+                   for task in summary["task"].unique()}
+    mixed = hardware.is_mixed(frame)
     markdown = leaderboard_markdown(summary, provenance, chart_paths if chart_links else [],
-                                    details=details, base=out_dir)
+                                    details=details, base=out_dir, notes=notes,
+                                    hardware_lines=on_hardware, mixed_hardware=mixed)
     (out_dir / "leaderboard.md").write_text(markdown, encoding="utf-8")
     with_images = leaderboard_markdown(summary, provenance, chart_paths, details=details,
-                                       base=out_dir, images=True)
+                                       base=out_dir, images=True, notes=notes,
+                                       hardware_lines=on_hardware, mixed_hardware=mixed)
     page = html_page.render_page(with_images, out_dir, title="peft-arena leaderboard")
     (out_dir / "report.html").write_text(page, encoding="utf-8")
     frame.to_csv(out_dir / "results.csv", index=False)

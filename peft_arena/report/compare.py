@@ -3,6 +3,12 @@ and which changes are regressions beyond the tolerated thresholds.
 
 Typical use is a pull request: BASE holds the records of the target branch, HEAD those of the
 change, both run the same way on the same machine.
+
+Accuracy changes are judged by the leaderboard's significance tests (stats.py: Welch's t-test
+over seeds, or a paired bootstrap over the test examples of one seed each): a change is
+better or worse only when it is significant and beyond the threshold. Time and memory are
+compared only between records made on the same hardware (measure/hardware_identity.py);
+across hardware they are shown but never judged.
 """
 
 from __future__ import annotations
@@ -16,8 +22,8 @@ import pandas as pd
 from rich.table import Table
 
 from peft_arena.errors import UserError
-from peft_arena.report import markdown
-from peft_arena.report.results import load_frame, summarise
+from peft_arena.report import markdown, stats
+from peft_arena.report.results import CellDetail, load_results, summarise
 
 BETTER, WORSE, SAME = "better", "worse", "same"
 MARKS = {BETTER: "🟢", WORSE: "🔴", SAME: ""}
@@ -57,6 +63,8 @@ METRICS = (
     Metric("time", "train_s_mean", "train s", False, True, "{:,.1f}".format),
     Metric("memory", "peak_mb_mean", "peak MiB", False, True, "{:,.0f}".format),
 )
+# Measured by the machine: compared only between records made on the same hardware.
+MACHINE_METRICS = ("time", "memory")
 # Row outcomes beyond the metric changes.
 REGRESSION, IMPROVED, UNCHANGED = "regression", "improved", "unchanged"
 NEW, REMOVED, FAILED, FIXED = "new", "removed", "failed in head", "fixed"
@@ -99,12 +107,36 @@ def classify(metric: Metric, base: float, head: float, threshold: float) -> tupl
     return change, SAME
 
 
-def _summary(folder: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    frame = load_frame(folder)
-    if frame.empty:
+@dataclass
+class _Side:
+    frame: pd.DataFrame
+    summary: pd.DataFrame
+    details: dict[str, CellDetail]
+
+    def ok_rows(self, task: str, strategy: str) -> pd.DataFrame:
+        frame = self.frame
+        return frame[(frame["task"] == task) & (frame["strategy"] == strategy)
+                     & (frame["status"] == "ok") & frame["accuracy"].notna()]
+
+
+def _summary(folder: Path) -> _Side:
+    results = load_results(folder)
+    if results.frame.empty:
         raise UserError(f"No records in {folder}: give a results folder that `peft-arena run` "
                         "wrote (it holds records/*.json).")
-    return frame, summarise(frame)
+    return _Side(results.frame, summarise(results.frame), results.details)
+
+
+def _accuracy_kind(key: tuple[str, str], base: _Side, head: _Side, change: float,
+                   threshold: float) -> tuple[str, str]:
+    """BETTER, WORSE or SAME for the accuracy change, and the test behind it."""
+    head_rows, base_rows = head.ok_rows(*key), base.ok_rows(*key)
+    if head_rows.empty or base_rows.empty or not math.isfinite(change):
+        return SAME, ""
+    significant, test = stats.accuracy_change(head_rows, base_rows, head.details, base.details)
+    if not significant or abs(change) <= threshold + 1e-9:
+        return SAME, test
+    return (BETTER if change > 0 else WORSE), test
 
 
 def _side_line(name: str, folder: Path, frame: pd.DataFrame) -> str:
@@ -147,8 +179,9 @@ def compare(base_dir: Path, head_dir: Path, thresholds: Thresholds | None = None
     FIXED, NEW or REMOVED. Regressions come first.
     """
     thresholds = thresholds or Thresholds()
-    base_frame, base = _summary(Path(base_dir))
-    head_frame, head = _summary(Path(head_dir))
+    base_side, head_side = _summary(Path(base_dir)), _summary(Path(head_dir))
+    base_frame, base = base_side.frame, base_side.summary
+    head_frame, head = head_side.frame, head_side.summary
     keys = sorted(set(zip(base["task"], base["strategy"], strict=True))
                   | set(zip(head["task"], head["strategy"], strict=True)))
     base_rows = base.set_index(["task", "strategy"])
@@ -165,10 +198,19 @@ def compare(base_dir: Path, head_dir: Path, thresholds: Thresholds | None = None
             "base_seeds": int(old["n_seeds"]) if in_base else 0,
             "head_seeds": int(new["n_seeds"]) if in_head else 0,
         }
+        hardware = (old["hardware"] if in_base else None, new["hardware"] if in_head else None)
+        row["other_hardware"] = (all(isinstance(h, str) for h in hardware)
+                                 and hardware[0] != hardware[1])
+        row["accuracy_test"] = ""
         for metric in METRICS:
             before = float(old[metric.column]) if in_base else math.nan
             after = float(new[metric.column]) if in_head else math.nan
             change, kind = classify(metric, before, after, getattr(thresholds, metric.name))
+            if metric.name == "accuracy":
+                kind, row["accuracy_test"] = _accuracy_kind(key, base_side, head_side, change,
+                                                            thresholds.accuracy)
+            elif metric.name in MACHINE_METRICS and row["other_hardware"]:
+                change, kind = math.nan, SAME  # the machines differ, not the code
             row.update({f"{metric.name}_base": before, f"{metric.name}_head": after,
                         f"{metric.name}_change": change, f"{metric.name}_change_kind": kind})
         row["outcome"] = _outcome(row, in_base, in_head)
@@ -182,10 +224,12 @@ def compare(base_dir: Path, head_dir: Path, thresholds: Thresholds | None = None
     frame = frame.sort_values(["outcome", "task", "strategy"],
                               key=lambda s: s.map(order) if s.name == "outcome" else s,
                               ignore_index=True)
-    base_hw, head_hw = _hardware(base_frame), _hardware(head_frame)
-    if base_hw and head_hw and base_hw != head_hw:
-        notes.insert(0, "Base and head ran on different hardware: time and memory changes "
-                        "say more about the machines than about the change.")
+    if frame["other_hardware"].any():
+        base_hw = ", ".join(sorted(base_frame["hardware"].dropna().unique()))
+        head_hw = ", ".join(sorted(head_frame["hardware"].dropna().unique()))
+        notes.insert(0, f"{int(frame['other_hardware'].sum())} cells ran on different "
+                        f"hardware in base ({base_hw}) and head ({head_hw}): their time and "
+                        "memory are shown but not compared.")
     return Comparison(frame, thresholds, _side_line("Base", Path(base_dir), base_frame),
                       _side_line("Head", Path(head_dir), head_frame), notes)
 
@@ -206,6 +250,8 @@ def metric_cell(metric: Metric, row: pd.Series) -> str:
     if not (math.isfinite(before) and math.isfinite(after)):
         value = after if math.isfinite(after) else before
         return metric.fmt(value) if math.isfinite(value) else "—"
+    if metric.name in MACHINE_METRICS and row.get("other_hardware"):
+        return f"{metric.fmt(before)} → {metric.fmt(after)} (other hardware)"
     kind = row[f"{metric.name}_change_kind"]
     change = _change_text(metric, row[f"{metric.name}_change"])
     text = f"{metric.fmt(before)} → {metric.fmt(after)} ({change})"
@@ -213,7 +259,8 @@ def metric_cell(metric: Metric, row: pd.Series) -> str:
 
 
 def _threshold_text(thresholds: Thresholds) -> str:
-    return (f"accuracy −{thresholds.accuracy:g}, macro F1 −{thresholds.macro_f1:g} absolute; "
+    return (f"accuracy −{thresholds.accuracy:g} and significant, macro F1 "
+            f"−{thresholds.macro_f1:g} absolute; "
             f"train time +{thresholds.time:.0%}, peak memory +{thresholds.memory:.0%} relative")
 
 
@@ -243,7 +290,14 @@ def to_markdown(comparison: Comparison) -> str:
     lines += [*markdown.table(headers, rows), "",
               "Cells read base → head (change): accuracy and F1 changes are absolute, "
               "time and memory changes relative; 🟢 better and 🔴 worse beyond the "
-              "threshold, no mark = within it (noise). Values are means over seeds."]
+              "threshold, no mark = within it (noise). Values are means over seeds. "
+              "An accuracy change counts only when the leaderboard's significance test "
+              "says so (Welch's t-test over seeds, or a paired bootstrap over the test "
+              "examples); time and memory from different hardware are not compared."]
+    tested = [f"{r['task']} / {r['strategy']}: {r['accuracy_test']}"
+              for _, r in comparison.rows.iterrows() if r.get("accuracy_test")]
+    if tested:
+        lines += ["", "Accuracy tests: " + "; ".join(tested) + "."]
     if comparison.notes:
         lines += ["", *(f"- {note}" for note in comparison.notes)]
     return "\n".join(lines) + "\n"

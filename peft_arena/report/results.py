@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peft_arena.measure.hardware_identity import hardware_identity
 from peft_arena.records import store
 
 MIB = 1024**2
@@ -29,7 +30,7 @@ FRAME_COLUMNS = [
     "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
-    "cpu", "gpu", "git_commit", "git_dirty",
+    "cpu", "gpu", "hardware", "git_commit", "git_dirty",
 ]
 # Summary statistic name -> per-record column it is computed from.
 SUMMARY_METRICS = {
@@ -40,11 +41,15 @@ SUMMARY_METRICS = {
     "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
     **{phase: phase for phase in PHASES if phase != "train_s"},
 }
+# What depends on the machine: never averaged across hardware (accuracy pools seeds from
+# anywhere). See measure/hardware_identity.py for what counts as the same hardware.
+QUALITY_METRICS = ("accuracy", "macro_f1", "confidence", "confident_share", "ece")
+COST_METRICS = tuple(name for name in SUMMARY_METRICS if name not in QUALITY_METRICS)
 SUMMARY_COLUMNS = [
     "task", "strategy", "base_strategy", "config_hash", "model", "status", "n_seeds",
     "n_failed", "error_type",
     *[f"{name}_{stat}" for name in SUMMARY_METRICS for stat in ("mean", "std")],
-    "trainable", "total", "trainable_pct",
+    "trainable", "total", "trainable_pct", "hardware", "n_hardware",
 ]
 
 
@@ -60,6 +65,7 @@ class CellDetail:
     # AdaLoRA: final rank per adapted module, and the rank every module started with.
     rank_pattern: dict[str, int] = field(default_factory=dict)
     initial_rank: int | None = None
+    data_hygiene: dict[str, Any] | None = None  # the record's section, as written
 
 
 @dataclass
@@ -158,6 +164,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         **{f"error_{k}": _text(_dig(error, k)) for k in ("type", "message", "phase")},
         "cpu": _text(_dig(record, "environment", "hardware", "cpu")),
         "gpu": _text(_dig(record, "environment", "hardware", "gpu")),
+        "hardware": hardware_identity(record),
         "git_commit": _text(_dig(record, "environment", "git_commit")),
         "git_dirty": _flag(_dig(record, "environment", "git_dirty")),
     }
@@ -204,6 +211,7 @@ def _detail(record: dict[str, Any]) -> CellDetail:
         if isinstance(scores, dict) else {},
         label_names=[str(n) for n in names] if isinstance(names, list) else None,
         y_true=y_true, y_pred=y_pred,
+        data_hygiene=hygiene if isinstance(hygiene := record.get("data_hygiene"), dict) else None,
     )
 
 
@@ -259,8 +267,25 @@ def _status(n_ok: int, n_failed: int) -> str:
     return "failed" if n_ok == 0 else "partial"
 
 
-def _summarise_group(key: tuple[str, str, str], group: pd.DataFrame) -> dict[str, Any]:
+def cost_hardware(frame: pd.DataFrame) -> dict[str, Any]:
+    """task -> the hardware whose records give the task's times, memory and MFU: the one with
+    the most successful records in the task (ties: the first by name); NaN for a task whose
+    records name none."""
+    ok = frame[frame["status"] == "ok"]
+    chosen: dict[str, Any] = {}
+    for task, rows in ok.groupby("task", sort=True):
+        counts = rows["hardware"].dropna().value_counts()
+        chosen[str(task)] = (sorted(counts[counts == counts.max()].index)[0]
+                             if len(counts) else math.nan)
+    return chosen
+
+
+def _summarise_group(key: tuple[str, str, str], group: pd.DataFrame,
+                     hardware: Any = math.nan) -> dict[str, Any]:
     ok = group[group["status"] == "ok"]
+    # Costs only from the task's chosen hardware; records that name none count as it.
+    on_hardware = ok if not isinstance(hardware, str) else ok[
+        ok["hardware"].isna() | (ok["hardware"] == hardware)]
     failed = group[group["status"] != "ok"]
     row: dict[str, Any] = {
         "task": key[0], "strategy": key[1], "base_strategy": group["strategy"].iloc[0],
@@ -270,11 +295,14 @@ def _summarise_group(key: tuple[str, str, str], group: pd.DataFrame) -> dict[str
     }
     # Only successful seeds count: a failed cell has no score, it must not average in as 0.
     for name, column in SUMMARY_METRICS.items():
-        values = ok[column].astype(float).dropna()
+        rows = on_hardware if name in COST_METRICS else ok
+        values = rows[column].astype(float).dropna()
         row[f"{name}_mean"] = values.mean()
         row[f"{name}_std"] = values.std(ddof=1)  # sample sd; NaN with a single seed
     for column in ("trainable", "total", "trainable_pct"):
         row[column] = _first(ok[column])
+    row["hardware"] = hardware if isinstance(hardware, str) else _first(ok["hardware"])
+    row["n_hardware"] = ok["hardware"].nunique()
     return row
 
 
@@ -283,7 +311,9 @@ def summarise(frame: pd.DataFrame) -> pd.DataFrame:
     if frame.empty:
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     groups = labelled(frame).groupby(["task", "label", "config_hash"], sort=True)
-    summary = pd.DataFrame([_summarise_group(k, g) for k, g in groups], columns=SUMMARY_COLUMNS)
+    hardware = cost_hardware(frame)
+    summary = pd.DataFrame([_summarise_group(k, g, hardware.get(str(k[0]), math.nan))
+                            for k, g in groups], columns=SUMMARY_COLUMNS)
     return sort_summary(summary)
 
 

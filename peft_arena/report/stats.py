@@ -72,18 +72,21 @@ def paired_bootstrap(correct: np.ndarray, best_correct: np.ndarray,
     return float(diff.mean()), float(interval.low), float(interval.high)
 
 
-def _paired_cells(rows: pd.DataFrame, best_rows: pd.DataFrame,
-                  details: dict[str, CellDetail]) -> tuple[CellDetail, CellDetail] | None:
-    """Detail of one seed of each side with predictions on the same test examples."""
-    def usable(frame: pd.DataFrame) -> dict[int, CellDetail]:
+def _paired_cells(rows: pd.DataFrame, best_rows: pd.DataFrame, details: dict[str, CellDetail],
+                  best_details: dict[str, CellDetail] | None = None,
+                  ) -> tuple[CellDetail, CellDetail] | None:
+    """Detail of one seed of each side with predictions on the same test examples
+    (`best_details`: the other side's, when it comes from another results folder)."""
+    def usable(frame: pd.DataFrame, found: dict[str, CellDetail]) -> dict[int, CellDetail]:
         cells = {}
         for seed, cell_id in zip(frame["seed"], frame["cell_id"], strict=True):
-            detail = details.get(cell_id) if isinstance(cell_id, str) else None
+            detail = found.get(cell_id) if isinstance(cell_id, str) else None
             if detail is not None and detail.y_true is not None:
                 cells.setdefault(int(seed) if pd.notna(seed) else -1, detail)
         return cells
 
-    mine, theirs = usable(rows), usable(best_rows)
+    mine = usable(rows, details)
+    theirs = usable(best_rows, details if best_details is None else best_details)
     if not mine or not theirs:
         return None
     common = sorted(set(mine) & set(theirs))
@@ -95,14 +98,15 @@ def _paired_cells(rows: pd.DataFrame, best_rows: pd.DataFrame,
 
 
 def _compare(task: str, label: str, rows: pd.DataFrame, best_rows: pd.DataFrame,
-             details: dict[str, CellDetail]) -> Verdict:
+             details: dict[str, CellDetail],
+             best_details: dict[str, CellDetail] | None = None) -> Verdict:
     accuracy, best_accuracy = rows["accuracy"].to_numpy(), best_rows["accuracy"].to_numpy()
     if len(accuracy) >= 2 and len(best_accuracy) >= 2:
         p_value = welch(accuracy, best_accuracy)
         if p_value is not None:
             worse = p_value < ALPHA and accuracy.mean() < best_accuracy.mean()
             return Verdict(task, label, WORSE if worse else SAME, WELCH, p_value=p_value)
-    pair = _paired_cells(rows, best_rows, details)
+    pair = _paired_cells(rows, best_rows, details, best_details)
     if pair is None:
         return Verdict(task, label, UNTESTED,
                        note="no paired test predictions stored for a bootstrap")
@@ -110,6 +114,23 @@ def _compare(task: str, label: str, rows: pd.DataFrame, best_rows: pd.DataFrame,
     diff, low, high = paired_bootstrap(mine.y_pred == mine.y_true, best.y_pred == best.y_true)
     verdict = WORSE if high < 0 else SAME
     return Verdict(task, label, verdict, BOOTSTRAP, diff=diff, ci_low=low, ci_high=high)
+
+
+def accuracy_change(head_rows: pd.DataFrame, base_rows: pd.DataFrame,
+                    head_details: dict[str, CellDetail], base_details: dict[str, CellDetail]
+                    ) -> tuple[bool | None, str]:
+    """Is head's accuracy significantly different from base's, by the leaderboard's tests?
+    (True/False, or None where no test applies; and the test's result as text). Rows: the
+    successful per-seed records of one cell on each side."""
+    task, label = str(head_rows["task"].iloc[0]), str(head_rows["strategy"].iloc[0])
+    verdict = _compare(task, label, head_rows, base_rows, head_details, base_details)
+    if verdict.test == WELCH:
+        return verdict.p_value < ALPHA, f"t-test p={verdict.p_value:.3g}"
+    if verdict.test == BOOTSTRAP:
+        significant = verdict.ci_high < 0 or verdict.ci_low > 0
+        return significant, (f"bootstrap 95% CI [{100 * verdict.ci_low:+.1f}, "
+                             f"{100 * verdict.ci_high:+.1f}] pts")
+    return None, verdict.note or "untested"
 
 
 def significance(frame: pd.DataFrame, details: dict[str, CellDetail]) -> pd.DataFrame:

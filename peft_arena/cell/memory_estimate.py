@@ -34,8 +34,12 @@ from typing import Any
 
 import torch
 
-from peft_arena.cell.heads import check_classifiable, full_precision_module_names, load_config
-from peft_arena.cell.heads import skeleton as build_skeleton
+from peft_arena.architecture.heads import (
+    check_classifiable,
+    full_precision_module_names,
+    load_config,
+)
+from peft_arena.architecture.heads import skeleton as build_skeleton
 from peft_arena.cell.memory_tools import base_dtype
 from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec

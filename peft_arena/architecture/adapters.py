@@ -17,7 +17,7 @@ import torch
 from peft import PeftConfig
 from peft.utils import constants
 
-from peft_arena.cell.heads import head_module_names
+from peft_arena.architecture.heads import head_module_names
 from peft_arena.errors import UserError
 
 # PEFT adds these to modules_to_save of every sequence-classification model itself.
