@@ -50,8 +50,9 @@ def test_piped_dry_run_prints_each_cell_on_one_line(tmp_path):
     assert done.returncode == 0, done.stderr
     assert ELLIPSIS not in done.stdout
     assert done.stdout.startswith("2 cells")
-    row = _row(done.stdout, "banking77", "lora")
+    row = _row(done.stdout, "banking77", "lora", "0")  # the seed: the plan, not the estimate
     settings = row.split(" | ")[4]
     assert "target_modules=['query', 'key', 'value', 'attention.output.dense', " \
            "'intermediate.dense']" in settings
     assert "lr=" in row.split(" | ")[3] and row.count(" | ") == 7  # all 8 columns, one line
+    assert _row(done.stdout, "banking77", "lora", "32 x 64").count(" | ") == 7  # the estimate

@@ -131,6 +131,7 @@ class Measured:
     adapter_bytes: int
     weights_bytes: int
     compute: dict[str, Any]
+    memory_tools: dict[str, Any]  # made here: the estimate takes time the phases must count
 
 
 @dataclass
@@ -314,7 +315,8 @@ class Cell:
                     train_sequences=trained.samples, batch_size=self.spec.batch_size,
                     train_seconds=self.timer.phases["train_s"],
                     device=setup.accelerator.device, dtype=setup.precision.compute_dtype),
-                    setup.accelerator.num_processes))
+                    setup.accelerator.num_processes),
+                self._memory_tools(setup, inputs, built))
 
     # ------------------------------------------------------------------ entry points
 
@@ -365,7 +367,7 @@ class Cell:
             time=self._time(trained, tested),
             memory={**memory, "batch_size": self.spec.batch_size,
                     "max_length": self.spec.max_length},
-            memory_tools=self._memory_tools(setup, inputs, built),
+            memory_tools=measured.memory_tools,
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
             strategy_state=setup.strategy.final_state(setup.accelerator.unwrap_model(built.model)),
