@@ -325,7 +325,8 @@ class Cell:
         inputs = self.load_data(data_hygiene=data_hygiene)
 
         def build_and_train(plan: BatchPlan) -> tuple[Built, TrainResult]:
-            setup.accelerator.free_memory()  # what a try that ran out of memory had prepared
+            with self.timer.phase("model"):  # a full garbage collection: not free
+                setup.accelerator.free_memory()  # what a try that ran out of memory had prepared
             built = self.build_model(setup, inputs, plan)
             return built, self.train(setup, inputs, built)
 
@@ -356,7 +357,12 @@ class Cell:
         rank_peaks = distributed.per_rank(setup.accelerator, memory["peak_bytes"])
         if len(rank_peaks) > 1 and any(p is not None for p in rank_peaks):
             memory["peak_bytes"] = max(p for p in rank_peaks if p is not None)
-        provenance = environment(setup.precision.name)
+        # Provenance asks git and the package metadata, which can take a noticeable part of a
+        # second on a fresh checkout: timed with the measurements, so the phases add up.
+        with self.timer.phase("measure"):
+            provenance = environment(setup.precision.name)
+            strategy_state = setup.strategy.final_state(
+                setup.accelerator.unwrap_model(built.model))
         record = builders.ok_record(
             self.spec, resolved=self._resolved(setup, inputs, built),
             data_hygiene=inputs.data_hygiene or {},
@@ -370,7 +376,7 @@ class Cell:
             memory_tools=measured.memory_tools,
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
-            strategy_state=setup.strategy.final_state(setup.accelerator.unwrap_model(built.model)),
+            strategy_state=strategy_state,
             artifacts={"model_dir": str(model_dir.relative_to(self.results_dir))
                        if model_dir and self.results_dir else None},
             predictions=_test_predictions(tested, inputs.test_batches),
