@@ -14,17 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from peft_arena.nested import dig
+
 # CPU features that change how fast training runs; shown in the label when present.
 SPEED_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
 _SHOWN_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16"}
-
-
-def _get(data: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
 
 
 def _flags(hardware: dict[str, Any]) -> list[str]:
@@ -49,7 +43,7 @@ def machine_label(hardware: dict[str, Any]) -> str:
 
 
 def machine_of(record: dict[str, Any]) -> str | None:
-    hardware = _get(record, "environment", "hardware")
+    hardware = dig(record, "environment", "hardware")
     return machine_label(hardware) if isinstance(hardware, dict) else None
 
 
@@ -65,14 +59,14 @@ def hardware_identity(record: dict[str, Any]) -> str | None:
     The cell's own `execution.hardware` wins (written since cells could run anywhere);
     older records get the same label from their environment section.
     """
-    stored = _get(record, "execution", "hardware")
+    stored = dig(record, "execution", "hardware")
     if isinstance(stored, str) and stored:
         return stored
-    hardware = _get(record, "environment", "hardware")
+    hardware = dig(record, "environment", "hardware")
     if not isinstance(hardware, dict):
         return None
-    precision = _get(record, "environment", "precision")
-    processes = _get(record, "execution", "processes") or 1
+    precision = dig(record, "environment", "precision")
+    processes = dig(record, "execution", "processes") or 1
     return identity_label(hardware, precision, processes)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from peft_arena.measure.hardware_identity import hardware_identity
+from peft_arena.nested import dig
 from peft_arena.records import store
 
 MIB = 1024**2
@@ -77,15 +78,6 @@ class Results:
 # --- tolerant field access --------------------------------------------------------------------
 
 
-def _dig(data: Any, *keys: str) -> Any:
-    """data[k1][k2]..., or None as soon as a level is missing or is not a mapping."""
-    for key in keys:
-        if not isinstance(data, dict):
-            return None
-        data = data.get(key)
-    return data
-
-
 def _number(value: Any) -> float:
     # A bool is an int to Python, but True where a number belongs is a broken record, not 1.
     if value is None or isinstance(value, bool):
@@ -133,7 +125,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     error = record.get("error") if isinstance(record.get("error"), dict) else None
     status = record.get("status")
     seed_part = _id_part(cell_id, 2) or ""
-    confidence = _dig(record, "metrics", "confidence")
+    confidence = dig(record, "metrics", "confidence")
     return {
         "task": spec.get("task") or _id_part(cell_id, 0) or "unknown",
         "strategy": spec.get("strategy") or _id_part(cell_id, 1) or "unknown",
@@ -142,31 +134,31 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "config_hash": cell_id.rsplit("__", 1)[-1] if "__" in cell_id else "unknown",
         "cell_id": cell_id or None,
         "status": status if isinstance(status, str) else ("failed" if error else "ok"),
-        **{k: _number(_dig(record, "metrics", k)) for k in ("accuracy", "macro_f1", "eval_loss")},
-        "trainable": _integer(_dig(record, "params", "trainable")),
-        "total": _integer(_dig(record, "params", "total")),
-        "trainable_pct": _number(_dig(record, "params", "trainable_pct")),
-        **{phase: _number(_dig(record, "time", "phases", phase)) for phase in PHASES},
-        "total_s": _number(_dig(record, "time", "total_s")),
-        "train_samples_per_s": _number(_dig(record, "time", "train_samples_per_s")),
-        "train_tokens_per_s": _number(_dig(record, "time", "train_tokens_per_s")),
-        "mfu": _number(_dig(record, "compute", "mfu")),
-        "peak_mb": _number(_dig(record, "memory", "peak_bytes")) / MIB,
-        "weights_mb": _number(_dig(record, "memory", "weights_bytes")) / MIB,
-        "memory_source": _text(_dig(record, "memory", "source")),
+        **{k: _number(dig(record, "metrics", k)) for k in ("accuracy", "macro_f1", "eval_loss")},
+        "trainable": _integer(dig(record, "params", "trainable")),
+        "total": _integer(dig(record, "params", "total")),
+        "trainable_pct": _number(dig(record, "params", "trainable_pct")),
+        **{phase: _number(dig(record, "time", "phases", phase)) for phase in PHASES},
+        "total_s": _number(dig(record, "time", "total_s")),
+        "train_samples_per_s": _number(dig(record, "time", "train_samples_per_s")),
+        "train_tokens_per_s": _number(dig(record, "time", "train_tokens_per_s")),
+        "mfu": _number(dig(record, "compute", "mfu")),
+        "peak_mb": _number(dig(record, "memory", "peak_bytes")) / MIB,
+        "weights_mb": _number(dig(record, "memory", "weights_bytes")) / MIB,
+        "memory_source": _text(dig(record, "memory", "source")),
         **_estimate_columns(record),
-        "confidence_mean": _number(_dig(confidence, "mean")),
-        "confidence_above_0_9": _number(_dig(confidence, "share_above_0_9")),
-        "ece": _number(_dig(confidence, "ece")),
-        "precision": _text(_dig(record, "environment", "precision") or spec.get("precision")),
+        "confidence_mean": _number(dig(confidence, "mean")),
+        "confidence_above_0_9": _number(dig(confidence, "share_above_0_9")),
+        "ece": _number(dig(confidence, "ece")),
+        "precision": _text(dig(record, "environment", "precision") or spec.get("precision")),
         "max_length": _integer(spec.get("max_length")),
         "batch_size": _integer(spec.get("batch_size")),
-        **{f"error_{k}": _text(_dig(error, k)) for k in ("type", "message", "phase")},
-        "cpu": _text(_dig(record, "environment", "hardware", "cpu")),
-        "gpu": _text(_dig(record, "environment", "hardware", "gpu")),
+        **{f"error_{k}": _text(dig(error, k)) for k in ("type", "message", "phase")},
+        "cpu": _text(dig(record, "environment", "hardware", "cpu")),
+        "gpu": _text(dig(record, "environment", "hardware", "gpu")),
         "hardware": hardware_identity(record),
-        "git_commit": _text(_dig(record, "environment", "git_commit")),
-        "git_dirty": _flag(_dig(record, "environment", "git_dirty")),
+        "git_commit": _text(dig(record, "environment", "git_commit")),
+        "git_dirty": _flag(dig(record, "environment", "git_dirty")),
     }
 
 
@@ -175,8 +167,8 @@ def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
     memory, which counts the same tensors (GPU records only: a CPU process's peak resident
     memory also holds the interpreter and its libraries, hundreds of MiB that dwarf a small
     model's tensors, so an error against it would measure those)."""
-    estimate = _number(_dig(record, "memory_tools", "estimate", "total_bytes"))
-    measured = _number(_dig(record, "memory", "torch_peak_allocated_bytes"))
+    estimate = _number(dig(record, "memory_tools", "estimate", "total_bytes"))
+    measured = _number(dig(record, "memory", "torch_peak_allocated_bytes"))
     error = (estimate - measured) / measured if measured > 0 else math.nan
     return {"estimate_mb": estimate / MIB, "estimate_error": error}
 
@@ -195,17 +187,17 @@ def _labels(value: Any) -> np.ndarray | None:
 
 
 def _detail(record: dict[str, Any]) -> CellDetail:
-    scores = _dig(record, "metrics", "per_class_f1")
-    names = _dig(record, "resolved", "label_names")
-    y_true = _labels(_dig(record, "predictions", "y_true"))
-    y_pred = _labels(_dig(record, "predictions", "y_pred"))
+    scores = dig(record, "metrics", "per_class_f1")
+    names = dig(record, "resolved", "label_names")
+    y_true = _labels(dig(record, "predictions", "y_true"))
+    y_pred = _labels(dig(record, "predictions", "y_pred"))
     if y_true is None or y_pred is None or len(y_true) != len(y_pred):
         y_true = y_pred = None  # half a pair cannot be scored
-    ranks = _dig(record, "strategy_state", "rank_pattern")
+    ranks = dig(record, "strategy_state", "rank_pattern")
     return CellDetail(
         rank_pattern={str(k): int(v) for k, v in ranks.items() if _integer(v) is not None}
         if isinstance(ranks, dict) else {},
-        initial_rank=_integer(_dig(record, "strategy_state", "init_r")),
+        initial_rank=_integer(dig(record, "strategy_state", "init_r")),
         history=_history(record.get("history")),
         per_class_f1={str(k): _number(v) for k, v in scores.items()}
         if isinstance(scores, dict) else {},
