@@ -60,6 +60,8 @@ class Outcome:
     seconds: float
     accuracy: float
     mfu: float | None = None
+    train_seconds: float | None = None  # the training loop alone (arena: with validation)
+    test_seconds: float | None = None  # predicting the test split
 
 
 class _Encoded(torch.utils.data.Dataset):
@@ -81,8 +83,8 @@ class _Encoded(torch.utils.data.Dataset):
 
 def run_trainer(spec: CellSpec, data_dir, tuned: bool) -> Outcome:
     """The usual recipe (`tuned=False`) or the tuned one, timed from raw texts to metrics."""
+    began = time.perf_counter()  # as for the arena cell: reading the task's files counts
     data = load_cell_data(spec, data_dir)
-    began = time.perf_counter()
     precision = resolve_precision(spec.precision) if tuned else resolve_precision("fp32")
     tokenizer = load_tokenizer(spec.model)
 
@@ -119,21 +121,26 @@ def run_trainer(spec: CellSpec, data_dir, tuned: bool) -> Outcome:
         trainer = Trainer(model=model, args=args, train_dataset=train,
                           data_collator=DataCollatorWithPadding(tokenizer) if tuned else None,
                           optimizers=(optimizer, None))
+        train_began = time.perf_counter()
         trainer.train()
+        train_seconds = time.perf_counter() - train_began
         # Length-grouped evaluation shuffles the test examples: score against the labels the
         # prediction loop returns, in its own order.
         predicted = trainer.predict(test)
+        test_seconds = time.perf_counter() - train_began - train_seconds
     logits = predicted.predictions
     logits = logits[0] if isinstance(logits, tuple) else logits
     accuracy = classification_metrics(predicted.label_ids, logits.argmax(-1))["accuracy"]
-    return Outcome(time.perf_counter() - began, accuracy)
+    return Outcome(time.perf_counter() - began, accuracy, None, train_seconds, test_seconds)
 
 
 def run_arena(spec: CellSpec, data_dir) -> Outcome:
     began = time.perf_counter()
     record = run_cell(spec, data_dir)
     mfu = (record.get("compute") or {}).get("mfu")
-    return Outcome(time.perf_counter() - began, record["metrics"]["accuracy"], mfu)
+    phases = record["time"]["phases"]
+    return Outcome(time.perf_counter() - began, record["metrics"]["accuracy"], mfu,
+                   phases["train_s"] + phases.get("validate_s", 0.0), phases["eval_s"])
 
 
 def run_side(side: str, spec: CellSpec, data_dir) -> Outcome:
@@ -169,7 +176,12 @@ def benchmark(specs: list[CellSpec], data_dir, repeats: int, sides: tuple[str, .
     accuracy = {s: [o.accuracy for o in runs] for s, runs in outcomes.items()}
     mfus = [o.mfu for o in outcomes.get("arena", []) if o.mfu is not None]
     mfu = f"{100 * statistics.median(mfus):.1f}%" if mfus else "n/a"
-    parts = [f"{side} {times[side]:6.1f} s acc {statistics.mean(accuracy[side]):.4f}"
+    def median_of(side: str, field: str) -> str:
+        values = [getattr(o, field) for o in outcomes[side] if getattr(o, field) is not None]
+        return f"{statistics.median(values):.1f}" if values else "?"
+
+    parts = [f"{side} {times[side]:6.1f} s (train {median_of(side, 'train_seconds')}, test "
+             f"{median_of(side, 'test_seconds')}) acc {statistics.mean(accuracy[side]):.4f}"
              f"{_spread(accuracy[side])}" for side in sides]
     ratios = [f"{side}/arena {times[side] / times['arena']:5.2f}x" for side in sides
               if side != "arena" and "arena" in times]

@@ -11,7 +11,8 @@ step time of each and its ratio to the first.
 Variants: `arena` (the step as a cell trains it), `frozen-fp32` (frozen linear weights left in
 fp32, so autocast casts them every call), `native-dropout` (PyTorch's dropout), `sdpa` (SDPA
 attention in training, as transformers defaults to), `compile` (the model under
-`torch.compile(dynamic=True)`; its compile time is printed apart).
+`torch.compile(dynamic=True)`; its compile time is printed apart), `all-positions` (the
+last layer computed for every position, not the first token only).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ os.environ.setdefault("PEFT_ARENA_QUIET", "1")
 import torch
 
 from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.first_token import compute_last_layer_for_first_token
 from peft_arena.cell.frozen_weights import frozen_linear_weights_in
 from peft_arena.cell.modeling import load_model
 from peft_arena.cell.optim import build_optimizer
@@ -35,7 +37,7 @@ from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec
 from peft_arena.strategies import load_strategies
 
-VARIANTS = ("arena", "frozen-fp32", "native-dropout", "sdpa", "compile")
+VARIANTS = ("arena", "frozen-fp32", "native-dropout", "sdpa", "compile", "all-positions")
 
 
 class Variant:
@@ -50,6 +52,8 @@ class Variant:
         model = strategy.wrap(model, total_steps=1000)
         if name != "native-dropout":
             use_fast_dropout(model)
+        if name != "all-positions":
+            compute_last_layer_for_first_token(model)
         model.train()
         self.optimizer = build_optimizer(model, spec.learning_rate, 0.0)
         self.stack = ExitStack()

@@ -7,6 +7,7 @@ import numpy as np
 from peft_arena.cell.batching import (
     Collator,
     LengthGroupedBatchSampler,
+    evaluation_token_budget,
     sorted_batches,
     tokenize,
 )
@@ -59,3 +60,20 @@ def test_eval_batches_are_sorted_and_padding_is_per_batch(tiny_bert):
     batch = Collator(split, tokenizer.pad_token_id)(batches[-1])
     assert batch["input_ids"].shape[1] == split.lengths[batches[-1]].max()
     assert batch["attention_mask"].sum() == split.lengths[batches[-1]].sum()
+
+
+def test_a_token_budget_puts_long_texts_in_smaller_batches():
+    lengths = np.array([79, 5, 12, 40, 16, 16, 9, 30, 14, 11, 20, 18])
+    budget = evaluation_token_budget(lengths, 4)
+    assert budget == round(4 * lengths.mean())
+    batches = sorted_batches(lengths, 4, budget)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each once
+    assert all(len(b) == 1 or (len(b) <= 4 and len(b) * lengths[b].max() <= budget)
+               for b in batches)
+    assert batches[0] == [0]  # the longest text alone: 79 tokens fill most of the budget
+    flat = [lengths[i] for b in batches for i in b]
+    assert flat == sorted(flat, reverse=True)
+
+    def padded(batches):
+        return sum(len(b) * lengths[b].max() for b in batches)
+    assert padded(batches) < padded(sorted_batches(lengths, 4))

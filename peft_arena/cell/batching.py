@@ -126,10 +126,30 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
             yield batches[i]
 
 
-def sorted_batches(lengths: np.ndarray, batch_size: int) -> list[list[int]]:
-    """Evaluation batches, longest first, so padding is minimal and memory peaks early."""
+def sorted_batches(lengths: np.ndarray, batch_size: int,
+                   token_budget: int | None = None) -> list[list[int]]:
+    """Evaluation batches, longest first, so padding is minimal and memory peaks early.
+
+    `token_budget`: also at most this many padded tokens a batch. Sorted batches of a fixed
+    size still pad the longest ones to the longest text of all: on 250 Banking77 queries
+    (16 tokens on average, the longest 79) a batch of 128 held about three times more padded
+    tokens than real ones. With a budget the long texts go in smaller batches; predictions do
+    not depend on how a split is batched."""
     order = np.argsort(-lengths, kind="stable")
-    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    if token_budget is None:
+        return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+    batches, start = [], 0
+    while start < len(order):
+        # The batch is padded to its first (longest) text.
+        rows = max(1, min(batch_size, token_budget // max(int(lengths[order[start]]), 1)))
+        batches.append(order[start:start + rows].tolist())
+        start += rows
+    return batches
+
+
+def evaluation_token_budget(lengths: np.ndarray, batch_size: int) -> int:
+    """A full batch of texts of the split's mean length: the padded tokens a batch may hold."""
+    return max(1, round(batch_size * float(np.mean(lengths)))) if len(lengths) else batch_size
 
 
 class Collator:

@@ -33,11 +33,13 @@ from peft_arena.cell.batching import (
     IndexDataset,
     LengthGroupedBatchSampler,
     TokenizedSplit,
+    evaluation_token_budget,
     sorted_batches,
     tokenize,
 )
 from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.first_token import compute_last_layer_for_first_token
 from peft_arena.cell.frozen_weights import frozen_linear_weights_in
 from peft_arena.cell.loop import (
     EvalCallback,
@@ -214,12 +216,12 @@ class Cell:
                                                 strict=True)}
             splits = {name: split for name, (split, _) in tokenized.items()}
             pad_id = tokenizer.pad_token_id or 0
-            test_batches = sorted_batches(splits["test"].lengths, spec.eval_batch_size)
+            test_batches = self._evaluation_batches(splits["test"].lengths)
             loaders = {
                 "train": _loader(splits["train"], pad_id, LengthGroupedBatchSampler(
                     splits["train"].lengths, spec.batch_size, spec.seed)),
                 "val": _loader(splits["val"], pad_id, distributed.SizedBatches(
-                    sorted_batches(splits["val"].lengths, spec.eval_batch_size),
+                    self._evaluation_batches(splits["val"].lengths),
                     spec.eval_batch_size)),
                 "test": _loader(splits["test"], pad_id, distributed.SizedBatches(
                     test_batches, spec.eval_batch_size)),
@@ -229,6 +231,14 @@ class Cell:
         return Inputs(data.label_names, splits,
                       [name for name, (_, hit) in tokenized.items() if hit], tokenizer,
                       loaders, test_batches, total_steps, pad_id, data.hygiene)
+
+    def _evaluation_batches(self, lengths) -> list[list[int]]:
+        """Sorted batches, capped in padded tokens on one device. Accelerate splits every
+        batch of a multi-device cell into equal shares, so there they keep one size."""
+        size = self.spec.eval_batch_size
+        budget = (evaluation_token_budget(lengths, size) if (self.spec.devices_per_cell or 1) == 1
+                  else None)
+        return sorted_batches(lengths, size, budget)
 
     def build_model(self, setup: Setup, inputs: Inputs, plan: BatchPlan | None = None) -> Built:
         """`plan`: the batch split to train with (default: the spec's)."""
@@ -272,6 +282,7 @@ class Cell:
         upcast_trainable(model)
         if not setup.on_gpu:
             use_fast_dropout(model)
+        compute_last_layer_for_first_token(model)
         return model
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:

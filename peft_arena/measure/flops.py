@@ -64,7 +64,7 @@ from peft_arena.measure.provenance import cpu_model
 
 PEAK_MEASURE_SECONDS = 1.5
 # Once a figure is cached, a cell's fresh measurement only has to catch a better one.
-PEAK_REMEASURE_SECONDS = 0.5
+PEAK_REMEASURE_SECONDS = 0.3
 # Big enough to reach the kernels' steady state, small enough for ~1-2 s on a laptop CPU.
 MATMUL_SIZE = {"cpu": 2048, "cuda": 8192}
 
@@ -98,6 +98,7 @@ class FlopModel:
     trainable_non_embedding_params: int
     layers: int
     attention_width: int
+    attention_layers: int  # layers whose attention is n x n (the others: one query row)
     per_token_flops: int
     per_sequence_flops: int
     # (in, out) features of the per-token linear layers, with their share of per_token_flops.
@@ -123,7 +124,13 @@ class FlopModel:
             # A matrix outside nn.Linear; IA3's (n, 1) scaling vectors are element-wise.
             if id(param) not in probed and sum(size > 1 for size in param.shape) >= 2:
                 unprobed_flops += 2 * count * (2 + param.requires_grad)
-        per_token = sum(c.training_flops for c in calls if c.per_token) + unprobed_flops
+        # A layer computing the first token only attends with one query: 12 x width FLOPs
+        # a token (QK and AV, forward and backward) instead of the n x n term below.
+        one_row_layers = sum(bool(getattr(m, "first_token_only", False))
+                             for m in model.modules())
+        width = int(model.config.hidden_size)
+        per_token = (sum(c.training_flops for c in calls if c.per_token) + unprobed_flops
+                     + 12 * width * one_row_layers)
         per_sequence = sum(c.training_flops for c in calls if not c.per_token)
         shares: dict[tuple[int, int], int] = {}
         for call in calls:
@@ -133,14 +140,15 @@ class FlopModel:
         config = model.config
         ranked = sorted(shares.items(), key=lambda kv: -kv[1])
         return cls(non_embedding_params=total, trainable_non_embedding_params=trainable,
-                   layers=int(config.num_hidden_layers), attention_width=int(config.hidden_size),
+                   layers=int(config.num_hidden_layers), attention_width=width,
+                   attention_layers=int(config.num_hidden_layers) - one_row_layers,
                    per_token_flops=per_token, per_sequence_flops=per_sequence,
                    gemm_shares=tuple((i, o, f / max(per_token, 1)) for (i, o), f in ranked))
 
     def training_flops(self, tokens: int, sum_squared_lengths: int, sequences: int) -> int:
         """FLOPs to train on `sequences` sequences holding `tokens` real tokens, whose squared
         lengths sum to `sum_squared_lengths` (see the module docstring)."""
-        attention = 12 * self.layers * self.attention_width * sum_squared_lengths
+        attention = 12 * self.attention_layers * self.attention_width * sum_squared_lengths
         return int(self.per_token_flops * tokens + self.per_sequence_flops * sequences
                    + attention)
 
@@ -156,7 +164,10 @@ def probe_linear_calls(model: torch.nn.Module) -> tuple[list[LinearCall], set[in
         calls.append(LinearCall(
             in_features=module.in_features, out_features=module.out_features,
             weights=parameter_numel(module.weight), trains=module.weight.requires_grad,
-            input_needs_grad=x.requires_grad, per_token=x.dim() >= 3))
+            input_needs_grad=x.requires_grad,
+            # A 3-D input of one position in a PROBE_LENGTH pass: a layer that computes the
+            # first token only (cell/first_token.py), i.e. once per sequence.
+            per_token=x.dim() >= 3 and x.shape[-2] > 1))
 
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     handles = [m.register_forward_hook(record) for m in linears]
@@ -238,19 +249,40 @@ def measure_matmul_flops(device: torch.device, dtype: torch.dtype, shape: tuple[
 def measure_peak_flops(device: torch.device, dtype: torch.dtype,
                        seconds: float = PEAK_MEASURE_SECONDS, size: int | None = None) -> float:
     """Best FLOP/s of repeated square matmuls over about `seconds`."""
-    size = size or MATMUL_SIZE.get(device.type, 2048)
+    size = size or fitting_matmul_size(device, dtype, seconds)
     return measure_matmul_flops(device, dtype, (size, size, size), seconds)
+
+
+def fitting_matmul_size(device: torch.device, dtype: torch.dtype, seconds: float) -> int:
+    """The peak's matmul size, halved until one matmul fits in a third of `seconds`.
+
+    A precision the CPU only emulates (bf16 on an AVX2-only core: 0.3 GFLOP/s on a 2-core
+    AMD EPYC) would spend about a minute on one 2048-square matmul; its peak is measured on a
+    smaller one instead, which understates nothing that matters: it is far too slow to use."""
+    size = MATMUL_SIZE.get(device.type, 2048)
+    if device.type != "cpu":
+        return size
+    probe = 256
+    a = torch.ones(probe, probe, dtype=dtype)
+    torch.mm(a, a)  # warm-up
+    began = time.perf_counter()
+    torch.mm(a, a)
+    probe_seconds = time.perf_counter() - began
+    while size > probe and probe_seconds * (size / probe) ** 3 > seconds / 3:
+        size //= 2
+    return size
 
 
 def peak_method(device: torch.device) -> str:
     size = MATMUL_SIZE.get(device.type, 2048)
-    return f"best of repeated {size}x{size} @ {size}x{size} matmuls, cached best ever"
+    return (f"best of repeated {size}x{size} @ {size}x{size} matmuls (smaller for a precision "
+            "too slow to run one in the time), cached best ever")
 
 
 # Linear-layer shapes below this share of the FLOPs are not worth measuring (LoRA's rank-8
 # matrices): the ceiling is weighted by FLOPs, so they barely move it.
 MIN_GEMM_SHARE = 0.01
-GEMM_MEASURE_SECONDS = 0.25
+GEMM_MEASURE_SECONDS = 0.1
 
 
 def model_gemm_flops(shape: FlopModel, rows: int, device: torch.device, dtype: torch.dtype,
@@ -338,7 +370,6 @@ def _store_peak(path: Path, key: str, device: torch.device, flops_per_s: float,
                 under_load: bool) -> None:
     cache = _read_peak_cache(path)  # re-read: another cell may have added its own key
     cache[key] = {"flops_per_s": flops_per_s, "under_load": under_load,
-                  "matmul_size": MATMUL_SIZE.get(device.type, 2048),
                   "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
     atomic_file.write_json(path, cache)
 
@@ -401,6 +432,8 @@ def compute_report(model: torch.nn.Module, *, train_tokens: int, sum_squared_len
     datasheet = datasheet_flops(_device_name(device), dtype) if device.type == "cuda" else None
     return {
         "train_flops": train_flops,
+        # cell/first_token.py: the work the cell did, not the unpruned model's
+        "first_token_last_layer": shape.attention_layers < shape.layers,
         "train_flops_per_s": achieved,
         "peak_flops_per_s": peak.flops_per_s,
         "peak_source": peak.source,

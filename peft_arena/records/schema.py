@@ -120,6 +120,7 @@ class Compute(TypedDict, total=False):
     mfu_datasheet: float | None
     per_token_flops: float
     per_sequence_flops: float
+    first_token_last_layer: bool  # the last layer computed position 0 only (FLOPs count that)
     non_embedding_params: int
     trainable_non_embedding_params: int
 
