@@ -77,3 +77,28 @@ def test_a_token_budget_puts_long_texts_in_smaller_batches():
     def padded(batches):
         return sum(len(b) * lengths[b].max() for b in batches)
     assert padded(batches) < padded(sorted_batches(lengths, 4))
+
+
+def test_evaluation_over_uneven_budgeted_batches_sees_every_example(tiny_bert):
+    from accelerate import Accelerator
+    from torch.utils.data import DataLoader
+    from transformers import AutoModelForSequenceClassification
+
+    from peft_arena.cell.batching import IndexDataset
+    from peft_arena.cell.distributed import SizedBatches
+    from peft_arena.cell.loop import evaluate
+
+    tokenizer = load_tokenizer(str(tiny_bert))
+    texts = [" ".join(["word"] * n) for n in (30, 2, 2, 2, 25, 2, 2, 2, 2, 2)]
+    split, _ = tokenize(texts, np.arange(len(texts)) % 3, tokenizer, 64)
+    batches = sorted_batches(split.lengths, 4, evaluation_token_budget(split.lengths, 4))
+    # Uneven, and the last batch is longer than 10 % 4: Accelerate would keep 2 of its 4.
+    assert [len(b) for b in batches] == [1, 1, 4, 4]
+    accelerator = Accelerator(cpu=True)
+    loader = accelerator.prepare(DataLoader(
+        IndexDataset(len(split)), batch_sampler=SizedBatches(batches, 4),
+        collate_fn=Collator(split, tokenizer.pad_token_id)))
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert, num_labels=3)
+    result = evaluate(accelerator.prepare(model), loader, accelerator, "test")
+    assert result.samples == len(texts)
+    assert result.y_true.tolist() == split.labels[[i for b in batches for i in b]].tolist()

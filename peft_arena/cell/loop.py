@@ -51,20 +51,28 @@ def evaluate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerato
 def _predict_batches(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
                      description: str) -> EvalResult:
     losses, predictions, references, top_probs, tokens = [], [], [], [], 0
+    # Several ranks: gather, less the examples Accelerate repeated to even out the last batch
+    # (it counts them from the loader's batch size). One rank has nothing to gather or drop,
+    # and its batches may differ in size (cell.batching's token budget).
+    gather = accelerator.gather_for_metrics if accelerator.num_processes > 1 else _same
     for batch in progress.track(loader, description):
         labels = batch.pop("labels")
         tokens += int(batch["attention_mask"].sum())
         logits = model(**batch).logits.float()
         loss = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-        losses.append(accelerator.gather_for_metrics(loss).cpu())
-        predictions.append(accelerator.gather_for_metrics(logits.argmax(-1)).cpu())
-        references.append(accelerator.gather_for_metrics(labels).cpu())
-        top_probs.append(accelerator.gather_for_metrics(logits.softmax(-1).amax(-1)).cpu())
+        losses.append(gather(loss).cpu())
+        predictions.append(gather(logits.argmax(-1)).cpu())
+        references.append(gather(labels).cpu())
+        top_probs.append(gather(logits.softmax(-1).amax(-1)).cpu())
     y_true, y_pred = torch.cat(references).numpy(), torch.cat(predictions).numpy()
     scores = classification_metrics(y_true, y_pred)
     confidence = confidence_summary(torch.cat(top_probs).numpy(), y_true == y_pred)
     return EvalResult(loss=float(torch.cat(losses).mean()), samples=len(y_true), tokens=tokens,
                       y_true=y_true, y_pred=y_pred, confidence=confidence, **scores)
+
+
+def _same(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 EvalCallback = Callable[[dict[str, Any]], None]
