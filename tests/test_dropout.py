@@ -89,3 +89,29 @@ def test_training_step_drops_units(tiny_bert):
     first.sum().backward()
     grad = model.bert.encoder.layer[0].attention.self.query.weight.grad
     assert grad is not None and grad.abs().sum() > 0  # gradients flow through every mask
+
+
+def test_attention_in_training_is_the_textbook_formula_with_the_same_mask():
+    generator = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 4, generator=generator, requires_grad=True)
+               for _ in range(3))
+    mask = torch.zeros(2, 1, 1, 7)
+    mask[1, ..., 5:] = torch.finfo(torch.float32).min  # two padded keys in the second row
+    module = nn.Module()  # training, as modules start
+    torch.manual_seed(5)
+    out, _ = dropout.eager_attention(module, q, k, v, mask.clone(), scaling=0.5, dropout=0.2)
+    out.sum().backward()
+    got = [t.grad.clone() for t in (q, k, v)]
+    for t in (q, k, v):
+        t.grad = None
+
+    keep_levels = dropout.LEVELS - round(0.2 * dropout.LEVELS)
+    torch.manual_seed(5)
+    keep = dropout._keep_mask(torch.Size((2, 3, 7, 7)), keep_levels)
+    probabilities = torch.softmax(q @ k.transpose(2, 3) * 0.5 + mask, dim=-1)
+    expected = (probabilities * keep * (dropout.LEVELS / keep_levels)) @ v
+    expected = expected.transpose(1, 2)
+    assert torch.allclose(out, expected, atol=1e-6)
+    expected.sum().backward()
+    for mine, textbook in zip(got, (q.grad, k.grad, v.grad), strict=True):
+        assert torch.allclose(mine, textbook, atol=1e-6)

@@ -32,18 +32,23 @@ def _keep_mask(shape: torch.Size, keep_levels: int) -> torch.Tensor:
 
 
 class _ScaleByMask(torch.autograd.Function):
-    """x * keep * scale, saving the boolean mask (1 byte an element) for the backward pass."""
+    """x * keep * scale, saving the boolean mask (1 byte an element) for the backward pass;
+    a scale of 1 is left out (attention applies it to a smaller tensor)."""
 
+    # `torch.where` reads the boolean mask as it is; `x * keep` would first copy it into a
+    # float tensor the size of `x` (a third of this function's time at 16 x 12 x 256 x 256).
     @staticmethod
     def forward(ctx, x: torch.Tensor, keep: torch.Tensor, scale: float) -> torch.Tensor:
         ctx.save_for_backward(keep)
         ctx.scale = scale
-        return torch.mul(x, keep).mul_(scale)
+        kept = torch.where(keep, x, 0.0)
+        return kept if scale == 1.0 else kept.mul_(scale)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (keep,) = ctx.saved_tensors
-        return torch.mul(grad, keep).mul_(ctx.scale), None, None
+        kept = torch.where(keep, grad, 0.0)
+        return kept if ctx.scale == 1.0 else kept.mul_(ctx.scale), None, None
 
 
 def fast_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -64,13 +69,29 @@ def eager_attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor,
                     value: torch.Tensor, attention_mask: torch.Tensor | None,
                     scaling: float | None = None, dropout: float = 0.0,
                     **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT's eager attention, with `fast_dropout` on the attention probabilities."""
+    """BERT's eager attention, with `fast_dropout`'s masks on the attention probabilities.
+
+    The (batch, heads, n, n) tensors dominate at long lengths: each pass over them took
+    20-50 ms a layer at 16 x 12 x 256 x 256 on a 2-core CPU, more than the matmuls. So the
+    scalings act on (n x head width) tensors instead: the query is scaled before its product
+    with the keys, and dropout's 1 / (1 - p) after the product with the values. The mask is
+    added in place (the product's backward does not need its output)."""
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    weights = torch.matmul(query, key.transpose(2, 3)) * scaling
+    weights = torch.matmul(query * scaling, key.transpose(2, 3))
     if attention_mask is not None:
-        weights = weights + attention_mask
-    weights = fast_dropout(torch.softmax(weights, dim=-1), dropout, module.training)
-    return torch.matmul(weights, value).transpose(1, 2).contiguous(), weights
+        weights = weights.add_(attention_mask)
+    probabilities = torch.softmax(weights, dim=-1)
+    keep_levels = LEVELS - round(dropout * LEVELS)
+    if not module.training or dropout == 0.0 or query.device.type != "cpu":
+        output = torch.matmul(
+            nn.functional.dropout(probabilities, dropout, module.training), value)
+    elif keep_levels <= 0:
+        output = torch.zeros_like(torch.matmul(probabilities, value))
+    else:
+        keep = _keep_mask(probabilities.shape, keep_levels)
+        output = torch.matmul(_ScaleByMask.apply(probabilities, keep, 1.0), value).mul_(
+            LEVELS / keep_levels)
+    return output.transpose(1, 2).contiguous(), probabilities
 
 
 AttentionInterface.register(ATTENTION_NAME, eager_attention)
