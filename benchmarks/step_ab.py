@@ -12,7 +12,8 @@ Variants: `arena` (the step as a cell trains it), `frozen-fp32` (frozen linear w
 fp32, so autocast casts them every call), `native-dropout` (PyTorch's dropout), `sdpa` (SDPA
 attention in training, as transformers defaults to), `compile` (the model under
 `torch.compile(dynamic=True)`; its compile time is printed apart), `all-positions` (the
-last layer computed for every position, not the first token only).
+last layer computed for every position, not the first token only), `eager` (transformers'
+eager attention with PyTorch's dropout on the attention probabilities; the rest as arena).
 """
 
 from __future__ import annotations
@@ -31,13 +32,14 @@ import torch
 from peft_arena.cell.dropout import use_fast_dropout
 from peft_arena.cell.first_token import compute_last_layer_for_first_token
 from peft_arena.cell.frozen_weights import frozen_linear_weights_in
-from peft_arena.cell.modeling import load_model
+from peft_arena.cell.modeling import load_model, transformers_model
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec
 from peft_arena.strategies import load_strategies
 
-VARIANTS = ("arena", "frozen-fp32", "native-dropout", "sdpa", "compile", "all-positions")
+VARIANTS = ("arena", "frozen-fp32", "native-dropout", "sdpa", "compile", "all-positions",
+            "eager")
 
 
 class Variant:
@@ -52,6 +54,8 @@ class Variant:
         model = strategy.wrap(model, total_steps=1000)
         if name != "native-dropout":
             use_fast_dropout(model)
+        if name == "eager":  # transformers' own eager attention, PyTorch's dropout in it
+            transformers_model(model).set_attn_implementation("eager")
         if name != "all-positions":
             compute_last_layer_for_first_token(model)
         model.train()
