@@ -12,7 +12,9 @@ seed and optimizer (AdamW, fused, the head at its own rate when the cell sets on
 - `arena`: peft-arena's own cell (see README, "Speed on CPU").
 
 Each side runs in a fresh process, and the sides alternate seed by seed so that machine noise
-hits all of them alike. Each is timed from raw texts to test metrics.
+hits all of them alike. Each is timed from reading the task's files to test metrics.
+peft-arena's on-disk caches (token ids, the machine's matmul peaks) stay as a user's would:
+warm after the first run of the same texts or machine (tokenizing is under 1 s at these sizes).
 
     python benchmarks/speed.py --quick --data-dir ../shared/data
     python benchmarks/speed.py --tasks imdb,agnews,banking77 --strategies full,lora,ia3 \
@@ -82,7 +84,7 @@ class _Encoded(torch.utils.data.Dataset):
 
 
 def run_trainer(spec: CellSpec, data_dir, tuned: bool) -> Outcome:
-    """The usual recipe (`tuned=False`) or the tuned one, timed from raw texts to metrics."""
+    """The usual recipe (`tuned=False`) or the tuned one, timed from the files to metrics."""
     began = time.perf_counter()  # as for the arena cell: reading the task's files counts
     data = load_cell_data(spec, data_dir)
     precision = resolve_precision(spec.precision) if tuned else resolve_precision("fp32")
