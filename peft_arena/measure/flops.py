@@ -249,16 +249,19 @@ def measure_matmul_flops(device: torch.device, dtype: torch.dtype, shape: tuple[
 def measure_peak_flops(device: torch.device, dtype: torch.dtype,
                        seconds: float = PEAK_MEASURE_SECONDS, size: int | None = None) -> float:
     """Best FLOP/s of repeated square matmuls over about `seconds`."""
-    size = size or fitting_matmul_size(device, dtype, seconds)
+    size = size or fitting_matmul_size(device, dtype)
     return measure_matmul_flops(device, dtype, (size, size, size), seconds)
 
 
-def fitting_matmul_size(device: torch.device, dtype: torch.dtype, seconds: float) -> int:
-    """The peak's matmul size, halved until one matmul fits in a third of `seconds`.
+def fitting_matmul_size(device: torch.device, dtype: torch.dtype) -> int:
+    """The peak's matmul size: `MATMUL_SIZE`, halved only while one matmul would take longer
+    than a whole first measurement (`PEAK_MEASURE_SECONDS`).
 
     A precision the CPU only emulates (bf16 on an AVX2-only core: 0.3 GFLOP/s on a 2-core
     AMD EPYC) would spend about a minute on one 2048-square matmul; its peak is measured on a
-    smaller one instead, which understates nothing that matters: it is far too slow to use."""
+    smaller one instead, which understates nothing that matters: it is far too slow to use.
+    The bound does not depend on how long a measurement may run, so a short re-measurement
+    uses the same size as the cached figure it tries to beat."""
     size = MATMUL_SIZE.get(device.type, 2048)
     if device.type != "cpu":
         return size
@@ -268,7 +271,7 @@ def fitting_matmul_size(device: torch.device, dtype: torch.dtype, seconds: float
     began = time.perf_counter()
     torch.mm(a, a)
     probe_seconds = time.perf_counter() - began
-    while size > probe and probe_seconds * (size / probe) ** 3 > seconds / 3:
+    while size > probe and probe_seconds * (size / probe) ** 3 > PEAK_MEASURE_SECONDS:
         size //= 2
     return size
 
