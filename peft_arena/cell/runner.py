@@ -69,6 +69,7 @@ from peft_arena.measure.memory import (
     saved_size_bytes,
     weights_bytes,
 )
+from peft_arena.measure.memory_timeline import MemoryTimeline
 from peft_arena.measure.metrics import per_class_f1
 from peft_arena.measure.params import count_parameters, parameter_numel
 from peft_arena.measure.provenance import environment
@@ -359,7 +360,8 @@ class Cell:
 
     def run(self) -> Record:
         setup = self.set_up()
-        with setup.poller or nullcontext():
+        timeline = MemoryTimeline(self.timer, poller=setup.poller)
+        with setup.poller or nullcontext(), timeline:
             inputs, built, trained = self._up_to_training(setup)
             model_dir = self.save(setup, inputs, built)
             tested = self.test(setup, built)
@@ -383,7 +385,7 @@ class Cell:
                     "adapter_bytes": measured.adapter_bytes},
             time=self._time(trained, tested),
             memory={**memory, "batch_size": self.spec.batch_size,
-                    "max_length": self.spec.max_length},
+                    "max_length": self.spec.max_length, "timeline": timeline.report()},
             memory_tools=measured.memory_tools,
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,

@@ -166,6 +166,10 @@ class GpuMemoryPoller:
     def _used(self) -> int:
         return int(self._nvml.nvmlDeviceGetMemoryInfo(self._handle).used)
 
+    def device_used_bytes(self) -> int:
+        """The device's used memory now (what measure.memory_timeline samples over time)."""
+        return self._used()
+
     def _processes(self) -> dict[int, int | None] | None:
         try:
             listed = self._nvml.nvmlDeviceGetComputeRunningProcesses(self._handle)

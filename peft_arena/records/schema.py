@@ -72,6 +72,30 @@ class Memory(TypedDict, total=False):
     weights_bytes: int | None  # parameters and buffers as stored (4-bit at their real size)
     batch_size: int
     max_length: int
+    timeline: MemoryTimeline | None  # memory over time; absent in older records
+
+
+class MemoryStats(TypedDict):
+    max: float
+    mean: float
+    p99: float
+
+
+class MemoryTimeline(TypedDict, total=False):
+    """Memory sampled through the cell (measure.memory_timeline documents the metrics:
+    rss_bytes always, device_bytes, torch_allocated_bytes and torch_reserved_bytes on a GPU).
+    Statistics are over every sample; `series` is cut to a few hundred points, each the
+    maximum of its time bucket."""
+
+    interval_s: float
+    samples: int
+    duration_s: float  # from the first sample (after set-up) to the last
+    primary: str | None  # the metric the report's percentiles are of
+    stats: dict[str, MemoryStats]  # metric -> over the whole cell
+    phases: dict[str, dict[str, Any]]  # phase -> {"samples": n, metric: MemoryStats}
+    # t_s (seconds from the first sample), phase, and a list per metric, equally long
+    series: dict[str, list[Any]]
+    error: str | None  # why sampling stopped early, when it did
 
 
 class MemoryEstimate(TypedDict, total=False):

@@ -1,0 +1,97 @@
+"""Does sampling memory over time slow the training step? Times steps with and without the
+sampler (measure.memory_timeline) side by side, in alternating blocks, so that load from
+other work on the machine hits both alike, and prints the median step time of each and
+their ratio.
+
+    python benchmarks/memory_timeline_overhead.py
+    python benchmarks/memory_timeline_overhead.py --strategy full --interval 0.01 --rounds 8
+
+The model is the packaged MiniLM by default (a cell's own loading, strategy wrapping and
+fast dropout), fed random token ids at a fixed shape.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("PEFT_ARENA_QUIET", "1")
+
+import torch
+
+from peft_arena.cell.dropout import use_fast_dropout
+from peft_arena.cell.modeling import load_model
+from peft_arena.cell.optim import build_optimizer
+from peft_arena.config.spec import CellSpec
+from peft_arena.measure.memory_timeline import DEFAULT_INTERVAL_S, MemoryTimeline
+from peft_arena.measure.timing import PhaseTimer
+from peft_arena.strategies import load_strategies
+
+
+def build(model_name: str, strategy_name: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    spec = CellSpec(model=model_name, task="overhead", strategy=strategy_name)
+    strategy = load_strategies().get(strategy_name)(spec)
+    model = strategy.wrap(load_model(model_name, ["a", "b", "c", "d"], on_gpu=False,
+                                     **strategy.load_kwargs(torch.float32)), total_steps=1000)
+    use_fast_dropout(model)
+    model.train()
+    return model, build_optimizer(model, spec.learning_rate, spec.weight_decay, None)
+
+
+def step_times(model, optimizer, batch, steps: int) -> list[float]:
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--strategy", default="lora")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--length", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=10, help="steps per block")
+    parser.add_argument("--rounds", type=int, default=6, help="blocks of each variant")
+    parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
+                        help="sampling interval in seconds (the cell's default)")
+    args = parser.parse_args()
+
+    model, optimizer = build(args.model, args.strategy)
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(1000, 20000, (args.batch, args.length),
+                                        generator=generator),
+             "attention_mask": torch.ones(args.batch, args.length, dtype=torch.long),
+             "labels": torch.randint(0, 4, (args.batch,), generator=generator)}
+    step_times(model, optimizer, batch, 3)  # warm-up: allocator, kernels, optimizer state
+    timer = PhaseTimer()
+    times: dict[str, list[float]] = {"without sampler": [], "with sampler": []}
+    samples = 0
+    for _ in range(args.rounds):
+        times["without sampler"] += step_times(model, optimizer, batch, args.steps)
+        with timer.phase("train"), MemoryTimeline(timer, interval_s=args.interval) as timeline:
+            times["with sampler"] += step_times(model, optimizer, batch, args.steps)
+        samples += timeline.report()["samples"]
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    print(f"{args.model} {args.strategy}, batch {args.batch} x {args.length} tokens, "
+          f"{args.rounds} alternating blocks of {args.steps} steps each, torch threads "
+          f"{torch.get_num_threads()}, sampler every {args.interval * 1000:.0f} ms "
+          f"({samples} samples taken)")
+    for name, median in medians.items():
+        spread = statistics.quantiles(times[name], n=4)
+        print(f"  {name:16s} median step {median * 1000:8.1f} ms "
+              f"(quartiles {spread[0] * 1000:.1f}-{spread[2] * 1000:.1f})")
+    print(f"  ratio with/without: {medians['with sampler'] / medians['without sampler']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
