@@ -17,7 +17,7 @@ import pandas as pd
 from rich.table import Table
 
 from peft_arena.errors import UserError
-from peft_arena.report import breakdown, charts, hardware, html_page, markdown, stats
+from peft_arena.report import breakdown, charts, explorer, hardware, html_page, markdown, stats
 from peft_arena.report.markdown import DASH, number
 from peft_arena.report.results import (
     CellDetail,
@@ -140,6 +140,9 @@ _COLUMNS = (
     _Column("trainable %", "trainable_pct", _pct,
             "trainable parameters as a share of all the model's parameters.", "min"),
     _Column("peak MiB", "peak_mb_mean", _fixed(0), f"mean peak memory. {MEMORY_NOTE}", "min"),
+    _Column("p99 MiB", "memory_p99_mean", _fixed(0),
+            "99th percentile of the memory sampled through the cell (same source as peak; "
+            "mean, max and per phase in the record's memory.timeline).", "min", optional=True),
     _Column("weights MiB", "weights_mb_mean", _fixed(0),
             "memory the model's weights take as stored (a 4-bit base at its packed size).",
             "min", optional=True),
@@ -416,7 +419,10 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
     with_images = leaderboard_markdown(summary, provenance, chart_paths, details=details,
                                        base=out_dir, images=True, notes=notes,
                                        hardware_lines=on_hardware, mixed_hardware=mixed)
-    page = html_page.render_page(with_images, out_dir, title="peft-arena leaderboard")
+    page = html_page.render_page(with_images, out_dir, title="peft-arena leaderboard",
+                                 explorer=explorer.explorer_html(explorer.build_payload(
+                                     with_labels, summary, results.details,
+                                     results_dir=results_dir, report_dir=out_dir)))
     (out_dir / "report.html").write_text(page, encoding="utf-8")
     frame.to_csv(out_dir / "results.csv", index=False)
     summary.to_csv(out_dir / "summary.csv", index=False)

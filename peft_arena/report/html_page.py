@@ -50,8 +50,10 @@ def _embed_images(tokens: list[Token], base: Path) -> None:
                 child.attrSet("src", uri)
 
 
-def render_page(markdown: str, base: Path, title: str) -> str:
-    """The page for `markdown`; images with paths relative to `base` are embedded."""
+def render_page(markdown: str, base: Path, title: str, explorer: str = "") -> str:
+    """The page for `markdown`; images with paths relative to `base` are embedded.
+    `explorer`: HTML shown above the leaderboard (report.explorer), which holds its own
+    scripts; the leaderboard itself stays in `<div id="leaderboard">`."""
     parser = _parser()
     tokens = parser.parse(markdown)
     _embed_images(tokens, Path(base))
@@ -59,5 +61,5 @@ def render_page(markdown: str, base: Path, title: str) -> str:
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{html.escape(title)}</title>\n<style>{STYLE}</style>\n</head>\n"
-        f"<body>\n{body}</body>\n</html>\n"
+        f"<body>\n{explorer}<div id=\"leaderboard\">\n{body}</div>\n</body>\n</html>\n"
     )

@@ -29,6 +29,7 @@ FRAME_COLUMNS = [
     "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
     *PHASES, "total_s", "train_samples_per_s", "train_tokens_per_s", "mfu",
     "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
+    *(f"memory_{stat}_mb" for stat in ("max", "mean", "p99")), "train_memory_p99_mb",
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
     "cpu", "gpu", "hardware", "git_commit", "git_dirty",
@@ -39,6 +40,8 @@ SUMMARY_METRICS = {
     "total_s": "total_s", "peak_mb": "peak_mb", "throughput": "train_samples_per_s",
     "tokens_per_s": "train_tokens_per_s", "mfu": "mfu", "weights_mb": "weights_mb",
     "estimate_mb": "estimate_mb", "estimate_error": "estimate_error",
+    "memory_mean": "memory_mean_mb", "memory_p99": "memory_p99_mb",
+    "train_memory_p99": "train_memory_p99_mb",
     "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
     **{phase: phase for phase in PHASES if phase != "train_s"},
 }
@@ -67,6 +70,8 @@ class CellDetail:
     rank_pattern: dict[str, int] = field(default_factory=dict)
     initial_rank: int | None = None
     data_hygiene: dict[str, Any] | None = None  # the record's section, as written
+    memory_timeline: dict[str, Any] | None = None  # memory.timeline, as written (or None)
+    settings: dict[str, Any] | None = None  # the record's spec, as written
 
 
 @dataclass
@@ -147,6 +152,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "weights_mb": _number(dig(record, "memory", "weights_bytes")) / MIB,
         "memory_source": _text(dig(record, "memory", "source")),
         **_estimate_columns(record),
+        **_timeline_columns(dig(record, "memory", "timeline")),
         "confidence_mean": _number(dig(confidence, "mean")),
         "confidence_above_0_9": _number(dig(confidence, "share_above_0_9")),
         "ece": _number(dig(confidence, "ece")),
@@ -171,6 +177,17 @@ def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
     measured = _number(dig(record, "memory", "torch_peak_allocated_bytes"))
     error = (estimate - measured) / measured if measured > 0 else math.nan
     return {"estimate_mb": estimate / MIB, "estimate_error": error}
+
+
+def _timeline_columns(timeline: Any) -> dict[str, float]:
+    """Max, mean and p99 of the memory sampled through the cell (its primary metric: device
+    memory on a GPU, RSS on CPU), and p99 of the training phase; NaN in older records."""
+    primary = dig(timeline, "primary")
+    overall = dig(timeline, "stats", primary) if isinstance(primary, str) else None
+    train = dig(timeline, "phases", "train", primary) if isinstance(primary, str) else None
+    return {**{f"memory_{stat}_mb": _number(dig(overall, stat)) / MIB
+               for stat in ("max", "mean", "p99")},
+            "train_memory_p99_mb": _number(dig(train, "p99")) / MIB}
 
 
 def _history(value: Any) -> list[dict[str, float]]:
@@ -204,6 +221,9 @@ def _detail(record: dict[str, Any]) -> CellDetail:
         label_names=[str(n) for n in names] if isinstance(names, list) else None,
         y_true=y_true, y_pred=y_pred,
         data_hygiene=hygiene if isinstance(hygiene := record.get("data_hygiene"), dict) else None,
+        settings=spec if isinstance(spec := record.get("spec"), dict) else None,
+        memory_timeline=timeline if isinstance(
+            timeline := dig(record, "memory", "timeline"), dict) else None,
     )
 
 
