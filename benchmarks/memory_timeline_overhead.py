@@ -60,8 +60,8 @@ def main() -> None:
     parser.add_argument("--strategy", default="lora")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
-    parser.add_argument("--steps", type=int, default=10, help="steps per block")
-    parser.add_argument("--rounds", type=int, default=6, help="blocks of each variant")
+    parser.add_argument("--steps", type=int, default=5, help="steps per block")
+    parser.add_argument("--rounds", type=int, default=20, help="blocks of each variant")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
                         help="sampling interval in seconds (the cell's default)")
     args = parser.parse_args()
@@ -75,12 +75,23 @@ def main() -> None:
     step_times(model, optimizer, batch, 3)  # warm-up: allocator, kernels, optimizer state
     timer = PhaseTimer()
     times: dict[str, list[float]] = {"without sampler": [], "with sampler": []}
+    paired = []  # per round: median step with / median step without, taken moments apart
     samples = 0
-    for _ in range(args.rounds):
-        times["without sampler"] += step_times(model, optimizer, batch, args.steps)
-        with timer.phase("train"), MemoryTimeline(timer, interval_s=args.interval) as timeline:
-            times["with sampler"] += step_times(model, optimizer, batch, args.steps)
-        samples += timeline.report()["samples"]
+    for round_index in range(args.rounds):
+        # Which variant goes first alternates, so a drift in load favours neither.
+        order = (False, True) if round_index % 2 == 0 else (True, False)
+        block = {}
+        for sampled in order:
+            if sampled:
+                with timer.phase("train"), MemoryTimeline(timer,
+                                                          interval_s=args.interval) as timeline:
+                    block[sampled] = step_times(model, optimizer, batch, args.steps)
+                samples += timeline.report()["samples"]
+            else:
+                block[sampled] = step_times(model, optimizer, batch, args.steps)
+        times["with sampler"] += block[True]
+        times["without sampler"] += block[False]
+        paired.append(statistics.median(block[True]) / statistics.median(block[False]))
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"{args.model} {args.strategy}, batch {args.batch} x {args.length} tokens, "
           f"{args.rounds} alternating blocks of {args.steps} steps each, torch threads "
@@ -89,8 +100,14 @@ def main() -> None:
     for name, median in medians.items():
         spread = statistics.quantiles(times[name], n=4)
         print(f"  {name:16s} median step {median * 1000:8.1f} ms "
-              f"(quartiles {spread[0] * 1000:.1f}-{spread[2] * 1000:.1f})")
-    print(f"  ratio with/without: {medians['with sampler'] / medians['without sampler']:.3f}")
+              f"(quartiles {spread[0] * 1000:.1f}-{spread[2] * 1000:.1f}, "
+              f"fastest {min(times[name]) * 1000:.1f})")
+    print(f"  ratio with/without of the medians: "
+          f"{medians['with sampler'] / medians['without sampler']:.3f}; of the fastest steps: "
+          f"{min(times['with sampler']) / min(times['without sampler']):.3f}; median of the "
+          f"per-round ratios: {statistics.median(paired):.3f} "
+          f"(quartiles {statistics.quantiles(paired, n=4)[0]:.3f}-"
+          f"{statistics.quantiles(paired, n=4)[2]:.3f})")
 
 
 if __name__ == "__main__":

@@ -334,6 +334,21 @@ def test_record_memory_params_and_provenance(tiny_record):
     assert tiny_record["schema_version"] >= 1 and tiny_record["spec"]["seed"] == 0
 
 
+def test_record_holds_memory_over_time(tiny_record):
+    memory = tiny_record["memory"]
+    timeline = memory["timeline"]
+    assert timeline["primary"] == "rss_bytes" and timeline["error"] is None
+    # Sampled from the end of set-up to the end of the measurements, phase by phase.
+    assert {"data", "tokenize", "model", "train", "eval", "measure"} <= set(timeline["phases"])
+    assert sum(p["samples"] for p in timeline["phases"].values()) == timeline["samples"]
+    overall = timeline["stats"]["rss_bytes"]
+    assert 50 * 2**20 < overall["mean"] <= overall["p99"] <= overall["max"]
+    assert overall["max"] <= memory["peak_bytes"]  # the lifetime peak bounds every sample
+    series = timeline["series"]
+    assert 0 < len(series["t_s"]) == len(series["phase"]) == len(series["rss_bytes"]) <= 240
+    assert max(series["rss_bytes"]) == overall["max"]  # buckets keep their maximum
+
+
 def _four_bit_bytes(values: int) -> int:
     """Storage of one NF4 weight with double quantization (bitsandbytes' layout): two values
     per byte, one uint8 scale per 64-value block, a 16-entry fp32 code book, an fp32 offset,

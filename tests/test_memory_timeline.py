@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from peft_arena.measure.memory import GpuMemoryPoller
 from peft_arena.measure.memory_timeline import MemoryTimeline, compact_series, rss_reader
 from peft_arena.measure.timing import PhaseTimer
+from tests.test_measure import OWN, GrowingNvml
 
 MIB = 1024**2
 PLANTED_MIB = 128
@@ -116,3 +118,22 @@ def test_a_failing_reader_stops_sampling_and_says_why() -> None:
     report = timeline.report()
     assert report["error"] == "OSError: device gone"
     assert report["samples"] == 2
+
+
+def test_on_a_gpu_the_device_memory_comes_from_the_cells_poller() -> None:
+    """The poller's NVML handle is read (a stand-in growing one GiB a reading); device memory
+    is then the metric the report's percentiles are of."""
+    nvml = GrowingNvml(0, {})
+    poller = GpuMemoryPoller(0, nvml=nvml, own_pid=OWN)
+    timer = PhaseTimer()
+    timeline = MemoryTimeline(timer, poller=poller)
+    reads = nvml.reads
+    for _ in range(3):
+        timeline.sample()
+    report = timeline.report()
+    assert nvml.reads == reads + 3
+    assert report["primary"] == "device_bytes"
+    device = report["series"]["device_bytes"]
+    assert np.diff(device).tolist() == [2**30, 2**30]
+    assert report["stats"]["device_bytes"]["max"] == device[-1]
+    assert "rss_bytes" in report["stats"] or rss_reader() is None

@@ -112,7 +112,10 @@ class MemoryTimeline:
         readers: dict[str, Callable[[], int]] = {}
         if poller is not None:
             readers["device_bytes"] = poller.device_used_bytes
-            readers.update(_torch_cuda_readers())
+            import torch
+
+            if torch.cuda.is_available():
+                readers.update(_torch_cuda_readers())
         rss = rss_reader()
         if rss is not None:
             readers["rss_bytes"] = rss
