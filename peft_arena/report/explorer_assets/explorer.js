@@ -36,6 +36,15 @@
     if (Number.isInteger(value)) return value.toLocaleString("en");
     return value.toLocaleString("en", { maximumSignificantDigits: 4 });
   }
+  // Scores in [0, 1] read best with three decimals, shares as percentages.
+  const SCORES = new Set(["accuracy", "macro_f1", "val_accuracy", "val_macro_f1"]);
+  const SHARES = new Set(["mfu"]);
+  function fmtColumn(key, value) {
+    if (!finite(value)) return "—";
+    if (SCORES.has(key)) return value.toFixed(3);
+    if (SHARES.has(key)) return (100 * value).toFixed(1) + "%";
+    return fmt(value);
+  }
   function label(key) { return columns.get(key) ? columns.get(key).label : key; }
   function finite(value) { return typeof value === "number" && isFinite(value); }
 
@@ -143,13 +152,14 @@
 
   function hoverText(row) {
     const g = row.group || {};
-    const sd = g.n_seeds > 1 && finite(g.accuracy_std) ? " ± " + fmt(g.accuracy_std) : "";
+    const sd = g.n_seeds > 1 && finite(g.accuracy_std) ? " ± " + g.accuracy_std.toFixed(3) : "";
     return [
       "<b>" + esc(row.strategy) + "</b> · " + esc(row.task) + " · seed " + row.seed,
       esc(row.model || ""), esc(row.hardware || ""),
-      esc(label(state.x)) + ": " + fmt(row.values[state.x]),
-      esc(label(state.y)) + ": " + fmt(row.values[state.y]),
-      "accuracy (mean over " + (g.n_seeds || 1) + " seeds): " + fmt(g.accuracy_mean) + sd,
+      esc(label(state.x)) + ": " + fmtColumn(state.x, row.values[state.x]),
+      esc(label(state.y)) + ": " + fmtColumn(state.y, row.values[state.y]),
+      "accuracy over " + (g.n_seeds || 1) + " seeds: " + fmtColumn("accuracy", g.accuracy_mean)
+        + sd,
       "click to select",
     ].filter(Boolean).join("<br>");
   }
@@ -216,8 +226,8 @@
     const rows = [...front].sort((a, b) => a.task.localeCompare(b.task) || a.x - b.x);
     table.tBodies[0].replaceChildren(...rows.map((p) => el("tr", { "data-cell": p.row.cell_id },
       el("td", { text: p.task }), el("td", { text: p.row.strategy }),
-      el("td", { text: String(p.row.seed) }), el("td", { text: fmt(p.x) }),
-      el("td", { text: fmt(p.y) }),
+      el("td", { text: String(p.row.seed) }), el("td", { text: fmtColumn(state.x, p.x) }),
+      el("td", { text: fmtColumn(state.y, p.y) }),
       el("td", {}, el("a", { href: p.row.record, text: p.row.cell_id + ".json" })))));
     makeSortable(table);
     document.getElementById("pareto-note").textContent = front.length +
@@ -232,17 +242,26 @@
     const g = row.group || {};
     const dl = el("dl");
     const add = (name, value) => dl.append(el("dt", { text: name }), el("dd", { text: value }));
-    add("accuracy", fmt(row.values.accuracy));
-    add("accuracy over seeds", fmt(g.accuracy_mean) +
-      (g.n_seeds > 1 && finite(g.accuracy_std) ? " ± " + fmt(g.accuracy_std) : "") +
+    add("accuracy", fmtColumn("accuracy", row.values.accuracy));
+    add("accuracy over seeds", fmtColumn("accuracy", g.accuracy_mean) +
+      (g.n_seeds > 1 && finite(g.accuracy_std) ? " ± " + g.accuracy_std.toFixed(3) : "") +
       " (" + (g.n_seeds || 1) + " seeds)");
     for (const key of ["macro_f1", "trainable", "peak_mb", "memory_p99_mb", "memory_mean_mb",
                        "train_samples_per_s", "mfu"]) {
-      if (columns.has(key)) add(label(key), fmt(row.values[key]));
+      if (columns.has(key)) add(label(key), fmtColumn(key, row.values[key]));
     }
-    for (const [name, value] of Object.entries(cell.times || {})) {
-      if (finite(value)) add(name.replace(/_s$/, "") + " (s)", fmt(value));
+    const times = cell.times || {};
+    for (const name of ["train_s", "total_s"]) {
+      if (finite(times[name])) add(name.replace(/_s$/, "") + " time (s)", fmt(times[name]));
     }
+    const phases = el("details", {}, el("summary", { text: "time per phase" }));
+    const pdl = el("dl");
+    for (const [name, value] of Object.entries(times)) {
+      if (finite(value) && name !== "total_s") {
+        pdl.append(el("dt", { text: name.replace(/_s$/, "") }), el("dd", { text: fmt(value) + " s" }));
+      }
+    }
+    phases.append(pdl);
     const settings = el("details", {}, el("summary", { text: "settings" }));
     const sdl = el("dl");
     for (const [name, value] of Object.entries(cell.settings || {})) {
@@ -255,7 +274,7 @@
       el("h3", { text: row.strategy + " · " + row.task + " · seed " + row.seed }),
       el("div", { class: "hint", text: [row.model, row.hardware, row.precision]
         .filter(Boolean).join(" · ") }),
-      dl, settings, el("div", {}, el("a", { href: row.record, text: "record (JSON)" })));
+      dl, phases, settings, el("div", {}, el("a", { href: row.record, text: "record (JSON)" })));
   }
 
   function toggle(cellId) {
@@ -281,8 +300,10 @@
                " · " + row.task, x: entries.map((e) => e.step), y: entries.map((e) => e[metric]) };
     });
     Plotly.react("history-plot", history, {
-      margin: { l: 60, r: 10, t: 10, b: 45 }, xaxis: { title: { text: "optimizer step" } },
-      yaxis: { title: { text: metric.replace(/_/g, " ") } }, showlegend: true,
+      margin: { l: 60, r: 10, t: 10, b: 45 },
+      xaxis: { title: { text: "optimizer step" }, visible: history.length > 0 },
+      yaxis: { title: { text: metric.replace(/_/g, " ") }, visible: history.length > 0 },
+      showlegend: true,
       annotations: emptyHint(history, "click points in the scatter to draw their curves"),
       legend: { orientation: "h", y: -0.25 } }, { displaylogo: false, responsive: true });
     drawMemory(rows);
@@ -309,8 +330,10 @@
         text: memory.phase, hovertemplate: "%{x:.1f} s · %{text}<br>%{y:.0f} MiB<extra></extra>" });
     }
     Plotly.react("memory-plot", traces, {
-      margin: { l: 60, r: 10, t: 10, b: 45 }, xaxis: { title: { text: "seconds into the cell" } },
-      yaxis: { title: { text: "MiB" } }, showlegend: true, legend: { orientation: "h", y: -0.25 },
+      margin: { l: 60, r: 10, t: 10, b: 45 },
+      xaxis: { title: { text: "seconds into the cell" }, visible: traces.length > 0 },
+      yaxis: { title: { text: "MiB" }, visible: traces.length > 0 }, showlegend: true,
+      legend: { orientation: "h", y: -0.25 },
       annotations: emptyHint(traces, rows.length ? "no memory series in these records"
         : "click points in the scatter to draw their memory") },
     { displaylogo: false, responsive: true });
