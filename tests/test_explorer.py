@@ -15,6 +15,7 @@ import pytest
 from peft_arena.records import store
 from peft_arena.report import build as report
 from peft_arena.report import explorer
+from peft_arena.report.markdown import DASH
 from peft_arena.report.results import labelled, load_results, summarise
 from tests.test_report import make_record, write, write_matrix
 
@@ -204,9 +205,15 @@ def test_explorer_in_a_browser_matches_the_records(browser, tmp_path: Path) -> N
     table = page.locator("#leaderboard table").first
     table.locator("th", has_text="train s").click()
     times = [float(t) for t in table.locator("tbody tr td:nth-child(9)").all_inner_texts()
-             if t.strip() not in ("—", "")]
+             if t.strip() not in (DASH, "")]
     header = table.locator("th").nth(8).inner_text()
     assert header.startswith("train s") and times == sorted(times)
+    table.locator("th", has_text="accuracy").click()
+    table.locator("th", has_text="accuracy").click()  # the second click: highest first
+    texts = table.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    accuracies = [float(t.split(" ± ")[0]) for t in texts[:-1]]
+    assert len(accuracies) == 3 and accuracies == sorted(accuracies, reverse=True)
+    assert texts[-1].startswith("failed")  # a failed cell has no score: last either way
 
     assert errors == []
     assert requests == [url]  # the page itself, nothing else: no network at view time

@@ -345,10 +345,12 @@
   // ------------------------------------------------------------------ sortable tables
 
   const SCALE = { K: 1e3, M: 1e6, B: 1e9 };
+  /* The number a cell starts with ("0.915 ± 0.007", "148.2K", "35.9%", "2 (+1 failed)"), or
+     null for text, dashes and failures. */
   function sortKey(text) {
     const match = text.replace(/,/g, "").replace("−", "-")
-      .match(/^[^\d+-]*([+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([KMB])?/i);
-    if (!match || /^\s*[a-z]/i.test(text) && !/^\s*(p[<=]|worse|≈)/.test(text)) return null;
+      .match(/^\s*([+-]?\d+(?:\.\d+)?(?:e[+-]?\d+)?)\s*([KMB])?/i);
+    if (!match) return null;
     return parseFloat(match[1]) * (SCALE[(match[2] || "").toUpperCase()] || 1);
   }
 
