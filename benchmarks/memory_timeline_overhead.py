@@ -92,6 +92,10 @@ def main() -> None:
         times["with sampler"] += block[True]
         times["without sampler"] += block[False]
         paired.append(statistics.median(block[True]) / statistics.median(block[False]))
+        print(f"  round {round_index + 1}/{args.rounds}: median step without "
+              f"{statistics.median(block[False]) * 1000:.1f} ms, with "
+              f"{statistics.median(block[True]) * 1000:.1f} ms, ratio {paired[-1]:.3f}",
+              flush=True)
     medians = {name: statistics.median(values) for name, values in times.items()}
     print(f"{args.model} {args.strategy}, batch {args.batch} x {args.length} tokens, "
           f"{args.rounds} alternating blocks of {args.steps} steps each, torch threads "

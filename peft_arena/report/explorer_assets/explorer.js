@@ -202,12 +202,20 @@
     }
     const arrow = (direction) => (direction === "max" ? " (higher is better)"
       : " (lower is better)");
+    // On a log axis over several decades, label the decades only (not 2 and 5 of each).
+    const decades = (values) => {
+      const positive = values.filter((v) => v > 0);
+      return positive.length ? Math.log10(Math.max(...positive) / Math.min(...positive)) : 0;
+    };
+    const logTicks = (on, values) => (on && decades(values) >= 2 ? { dtick: 1 } : {});
     const layout = {
       margin: { l: 70, r: 10, t: 10, b: 60 }, hovermode: "closest",
       xaxis: { title: { text: label(state.x) + arrow(state.betterX) },
-               type: state.logX ? "log" : "linear", zeroline: false },
+               type: state.logX ? "log" : "linear", zeroline: false,
+               ...logTicks(state.logX, shown.map((p) => p.x)) },
       yaxis: { title: { text: label(state.y) + arrow(state.betterY) },
-               type: state.logY ? "log" : "linear", zeroline: false },
+               type: state.logY ? "log" : "linear", zeroline: false,
+               ...logTicks(state.logY, shown.map((p) => p.y)) },
       legend: { orientation: "h", y: -0.18 },
     };
     const plot = document.getElementById("scatter");
@@ -245,7 +253,7 @@
     add("accuracy", fmtColumn("accuracy", row.values.accuracy));
     add("accuracy over seeds", fmtColumn("accuracy", g.accuracy_mean) +
       (g.n_seeds > 1 && finite(g.accuracy_std) ? " ± " + g.accuracy_std.toFixed(3) : "") +
-      " (" + (g.n_seeds || 1) + " seeds)");
+      " (" + (g.n_seeds || 1) + ((g.n_seeds || 1) === 1 ? " seed)" : " seeds)"));
     for (const key of ["macro_f1", "trainable", "peak_mb", "memory_p99_mb", "memory_mean_mb",
                        "train_samples_per_s", "mfu"]) {
       if (columns.has(key)) add(label(key), fmtColumn(key, row.values[key]));
