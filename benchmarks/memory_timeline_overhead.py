@@ -64,7 +64,21 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=20, help="blocks of each variant")
     parser.add_argument("--interval", type=float, default=DEFAULT_INTERVAL_S,
                         help="sampling interval in seconds (the cell's default)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    # What one sample costs on its own, the sampler's whole work every interval.
+    probe = MemoryTimeline(PhaseTimer())
+    start, n = time.perf_counter(), 2000
+    for _ in range(n):
+        probe.sample()
+    per_sample = (time.perf_counter() - start) / n
+    print(f"one sample ({', '.join(probe.readers)}): {per_sample * 1e6:.1f} us, "
+          f"{per_sample / args.interval:.3%} of one core at one sample every "
+          f"{args.interval * 1000:.0f} ms", flush=True)
 
     model, optimizer = build(args.model, args.strategy)
     generator = torch.Generator().manual_seed(0)

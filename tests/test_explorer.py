@@ -17,7 +17,7 @@ from peft_arena.report import build as report
 from peft_arena.report import explorer
 from peft_arena.report.markdown import DASH
 from peft_arena.report.results import labelled, load_results, summarise
-from tests.test_report import make_record, write, write_matrix
+from tests.test_report import make_record, markdown_row, write, write_matrix
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -92,6 +92,16 @@ def test_payload_picks_numeric_columns_generically_and_copes_with_old_records(
     assert payload["cells"][old["cell_id"]]["memory"] is None
     assert old["values"]["memory_p99_mb"] is None  # NaN becomes null, never a 0
     json.dumps(payload, allow_nan=False)
+
+
+def test_leaderboard_shows_the_memory_p99_where_records_have_it(tmp_path: Path) -> None:
+    results = load_results(_matrix(tmp_path))
+    row = results.frame[results.frame["strategy"] == "qlora"].iloc[0]
+    assert (row["memory_max_mb"], row["memory_mean_mb"], row["memory_p99_mb"],
+            row["train_memory_p99_mb"]) == (700.0, 550.0, 690.0, 690.0)
+    board = report.leaderboard_markdown(summarise(results.frame), "Provenance: test", [])
+    assert markdown_row(board, "imdb", "qlora")["p99 MiB"] == "690"
+    assert markdown_row(board, "imdb", "full")["p99 MiB"] == DASH  # an older record
 
 
 def test_embedded_data_cannot_end_its_script_element() -> None:
