@@ -317,6 +317,28 @@
     drawMemory(rows);
   }
 
+  /* The phases of one cell as shaded bands behind the curves (those of the first cell drawn:
+     cells differ in their phases' lengths), named where a band is wide enough to read. */
+  function phaseBands(memory) {
+    const shapes = [], labels = [];
+    if (!memory) return { shapes, labels };
+    const t = memory.t_s, phase = memory.phase, end = t[t.length - 1] || 1;
+    let start = 0;
+    for (let i = 1; i <= t.length; i++) {
+      if (i < t.length && phase[i] === phase[start]) continue;
+      const x0 = t[start], x1 = i < t.length ? t[i] : end;
+      shapes.push({ type: "rect", xref: "x", yref: "paper", x0, x1, y0: 0, y1: 1, layer: "below",
+                    line: { width: 0 }, fillcolor: shapes.length % 2 ? "#f3f4f6" : "#e8f0fe" });
+      if ((x1 - x0) / end > 0.06) {
+        labels.push({ x: (x0 + x1) / 2, y: 1, xref: "x", yref: "paper", yanchor: "bottom",
+                      text: esc(phase[start]), showarrow: false,
+                      font: { size: 10, color: "#57606a" } });
+      }
+      start = i;
+    }
+    return { shapes, labels };
+  }
+
   function drawMemory(rows) {
     const select = document.getElementById("memory-metric");
     const available = new Set();
@@ -337,13 +359,15 @@
         " · " + row.task, x: memory.t_s, y: memory[metric].map((v) => v / MIB),
         text: memory.phase, hovertemplate: "%{x:.1f} s · %{text}<br>%{y:.0f} MiB<extra></extra>" });
     }
+    const bands = phaseBands(rows.map((row) => (cells[row.cell_id] || {}).memory)
+      .find((memory) => memory && memory.t_s.length));
     Plotly.react("memory-plot", traces, {
-      margin: { l: 60, r: 10, t: 10, b: 45 },
+      margin: { l: 60, r: 10, t: 24, b: 45 }, shapes: bands.shapes,
       xaxis: { title: { text: "seconds into the cell" }, visible: traces.length > 0 },
       yaxis: { title: { text: "MiB" }, visible: traces.length > 0 }, showlegend: true,
       legend: { orientation: "h", y: -0.25 },
-      annotations: emptyHint(traces, rows.length ? "no memory series in these records"
-        : "click points in the scatter to draw their memory") },
+      annotations: [...bands.labels, ...emptyHint(traces, rows.length
+        ? "no memory series in these records" : "click points in the scatter to draw their memory")] },
     { displaylogo: false, responsive: true });
     document.getElementById("memory-note").textContent = missing.length
       ? "No memory series in the record of " + missing.join(", ") +
