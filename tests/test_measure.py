@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import time
+import typing
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
@@ -337,13 +338,20 @@ def test_record_memory_params_and_provenance(tiny_record):
 def test_record_holds_memory_over_time(tiny_record):
     memory = tiny_record["memory"]
     timeline = memory["timeline"]
+    from peft_arena.records import schema
+
+    assert set(timeline) == set(typing.get_type_hints(schema.MemoryTimeline))
     assert timeline["primary"] == "rss_bytes" and timeline["error"] is None
-    # Sampled from the end of set-up to the end of the measurements, phase by phase.
-    assert {"data", "tokenize", "model", "train", "eval", "measure"} <= set(timeline["phases"])
+    # Sampled from the end of set-up to the end of the measurements, phase by phase (a phase
+    # shorter than the 50 ms interval, such as data from a warm cache, may hold no sample).
+    phases = {name.removesuffix("_s") for name in tiny_record["time"]["phases"]}
+    assert {"train", "eval"} <= set(timeline["phases"]) <= phases
     assert sum(p["samples"] for p in timeline["phases"].values()) == timeline["samples"]
     overall = timeline["stats"]["rss_bytes"]
     assert 50 * 2**20 < overall["mean"] <= overall["p99"] <= overall["max"]
-    assert overall["max"] <= memory["peak_bytes"]  # the lifetime peak bounds every sample
+    # The lifetime peak bounds every sample, up to the kernel's bookkeeping: its high-water
+    # mark (ru_maxrss) is updated lazily, and here trailed a sample by 160 KiB.
+    assert overall["max"] <= memory["peak_bytes"] * 1.01
     series = timeline["series"]
     assert 0 < len(series["t_s"]) == len(series["phase"]) == len(series["rss_bytes"]) <= 240
     assert max(series["rss_bytes"]) == overall["max"]  # buckets keep their maximum
