@@ -343,9 +343,9 @@ def test_record_holds_memory_over_time(tiny_record):
     assert set(timeline) == set(typing.get_type_hints(schema.MemoryTimeline))
     assert timeline["primary"] == "rss_bytes" and timeline["error"] is None
     # Sampled from the end of set-up to the end of the measurements, phase by phase (a phase
-    # shorter than the 50 ms interval, such as data from a warm cache, may hold no sample).
+    # shorter than the 50 ms interval, such as this tiny model's test pass, may hold none).
     phases = {name.removesuffix("_s") for name in tiny_record["time"]["phases"]}
-    assert {"train", "eval"} <= set(timeline["phases"]) <= phases
+    assert "train" in timeline["phases"] and set(timeline["phases"]) <= phases
     assert sum(p["samples"] for p in timeline["phases"].values()) == timeline["samples"]
     overall = timeline["stats"]["rss_bytes"]
     assert 50 * 2**20 < overall["mean"] <= overall["p99"] <= overall["max"]
