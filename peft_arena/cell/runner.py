@@ -519,6 +519,7 @@ def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | Non
                           results_dir=results_dir or results_dir_of(record_file),
                           trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure becomes a failed record; the matrix goes on
+        trackers.end_failed(spec.tracker)
         write(record_file, builders.failed_record(
             spec, builders.error_section(exc, timer.current), memory=memory_report(None),
             environment=environment(spec.precision), run_id=run_id))
