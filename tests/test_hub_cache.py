@@ -127,3 +127,27 @@ def test_a_hub_split_missing_from_the_data_set_is_a_one_line_error(monkeypatch):
     monkeypatch.setattr(data, "_hub_dataset", lambda task: only_train)
     with pytest.raises(UserError, match=r"fancyzhx/ag_news: no split 'test' \(found: train\)"):
         data.load_task_data(resolve_task("agnews"), None)
+
+
+def test_a_data_set_only_in_the_hub_cache_loads_offline_in_process(tmp_path, monkeypatch):
+    """The same fallback as the CLI test above, in this process and in seconds: datasets has
+    no prepared copy, so the snapshot is found in the Hub cache and loaded from its folder."""
+    import datasets
+    import huggingface_hub
+
+    from peft_arena.cell.data import load_task_data
+    from peft_arena.config.tasks import resolve_task
+
+    assert datasets.config.HF_HUB_OFFLINE  # conftest sets HF_HUB_OFFLINE=1 before imports
+    cache = tmp_path / "hub"
+    add_folder(cache, "dataset", "fancyzhx/ag_news", _agnews_repository(tmp_path / "repo"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "datasets")
+    data = load_task_data(resolve_task("agnews"), None, max_train_samples=40,
+                          max_eval_samples=12)
+    assert data.label_names == AGNEWS
+    assert (len(data.train), len(data.test)) == (40, 12)
+    expected = _rows(80, 1)
+    by_text = dict(zip(expected["text"], expected["label"], strict=True))
+    assert all(by_text[text] == label for text, label in zip(data.train.texts,
+                                                             data.train.labels, strict=True))
