@@ -50,8 +50,9 @@ def test_lora_cell_prints_no_bitsandbytes_line_and_qlora_one_of_ours(tiny_bert, 
     assert done.stderr.strip() == "", done.stderr
 
 
-def test_the_kernel_warnings_are_captured_not_emitted(caplog):
+def test_the_kernel_warnings_are_captured_not_emitted(caplog, monkeypatch):
     library_logs.install()
+    monkeypatch.setattr(library_logs, "captured", [])  # what this process captured stays
     logger = logging.getLogger("bitsandbytes.backends.cpu.ops")
     before = len(library_logs.captured)
     with caplog.at_level(logging.WARNING):
