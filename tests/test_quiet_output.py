@@ -13,6 +13,7 @@ from tests.test_output import peft_arena
 
 NOISE = ("bitsandbytes", "kernels-community", "publisher trust", "gemm_4bit")
 NOTE = "4-bit weights ran on"
+FUSED = "kernels-community/quantization-bitsandbytes"
 
 
 def _cell_blocks(output: str) -> dict[str, list[str]]:
@@ -79,3 +80,32 @@ def test_the_run_prints_a_note_once_however_many_cells_have_it(capsys):
         _print_event("end", seed + 1, 4, outcome(seed, note), notes_shown=shown)
     printed = [line.strip() for line in capsys.readouterr().out.splitlines() if NOTE in line]
     assert printed == ["4-bit weights ran on A", "4-bit weights ran on B"]
+
+
+def test_the_note_names_the_kernels_of_a_4bit_model_and_nothing_for_lora(tiny_bert):
+    import sys
+
+    import torch
+
+    from peft_arena.cell.four_bit import kernel_note
+    from peft_arena.cell.modeling import load_model
+    from peft_arena.config.spec import CellSpec
+    from peft_arena.strategies import load_strategies
+    from tests.conftest import KEYWORDS
+
+    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="qlora")
+    notes = {}
+    for name in ("lora", "qlora"):
+        strategy = load_strategies().get(name)(spec)
+        model = load_model(str(tiny_bert), KEYWORDS, on_gpu=False,
+                           **strategy.load_kwargs(torch.float32))
+        notes[name] = kernel_note(model, "cpu")
+    assert notes["lora"] is None
+    cpu_ops = sys.modules["bitsandbytes.backends.cpu.ops"]
+    if getattr(cpu_ops, "gemm_4bit_forward_kernel", None) is not None:
+        assert notes["qlora"].endswith("with the fused one from " + FUSED)
+    elif hasattr(cpu_ops, "gemm_4bit_forward_kernel"):  # AVX512-BF16, no fused kernel at hand
+        assert notes["qlora"].startswith("4-bit weights ran on bitsandbytes' built-in CPU "
+                                         f"kernels: the optional fused kernel ({FUSED}) ")
+    else:
+        assert notes["qlora"] == "4-bit weights ran on bitsandbytes' built-in CPU kernels"
