@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 import warnings
 from pathlib import Path
@@ -191,7 +192,8 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
     where = executor.name + (f", {executor.workers} at once" if executor.workers > 1 else "")
     console.print(f"[bold]{len(cells)} cells[/] -> {results_dir}/records ({where})")
     result = run_matrix(cells, results_dir, data_dir, retry_failed=retry_failed,
-                        on_event=_print_event, trust_remote_code=trust_remote_code,
+                        on_event=functools.partial(_print_event, notes_shown=set()),
+                        trust_remote_code=trust_remote_code,
                         max_trainable_params=budget, executor=executor)
     _print_summary(result, results_dir)
     if result.interrupted:
@@ -246,7 +248,10 @@ def _memory_table(cells, estimates) -> Table:
     return table
 
 
-def _print_event(kind: str, index: int, total: int, outcome) -> None:
+def _print_event(kind: str, index: int, total: int, outcome, *,
+                 notes_shown: set[str] | None = None) -> None:
+    """`notes_shown`: the notes on how a cell ran (its 4-bit kernels) that this run has
+    printed already; each is printed once per run."""
     spec = outcome.spec
     name = f"[{index}/{total}] {spec.task} · {spec.strategy} · seed {spec.seed}"
     if kind == "start":
@@ -258,6 +263,11 @@ def _print_event(kind: str, index: int, total: int, outcome) -> None:
         m = outcome.record["metrics"]
         console.print(f"  [green]ok[/] accuracy {m['accuracy']:.4f}  macro F1 "
                       f"{m['macro_f1']:.4f}  ({outcome.seconds:.0f} s)")
+        note = outcome.record.get("resolved", {}).get("four_bit_kernel")
+        if note and (notes_shown is None or note not in notes_shown):
+            console.print(f"  [dim]{escape(note)}[/]")
+            if notes_shown is not None:
+                notes_shown.add(note)
     elif outcome.status == "failed":
         console.print(f"  [red]failed[/] {outcome.message}")
     elif outcome.status == "over_budget":

@@ -19,6 +19,11 @@ def _quiet(console: Console) -> bool:
     return bool(os.environ.get(QUIET_ENV)) or not console.is_terminal
 
 
+def is_quiet() -> bool:
+    """Whether progress stays off stderr (PEFT_ARENA_QUIET, or not a terminal)."""
+    return _quiet(Console(stderr=True))
+
+
 def track(items: Iterable[T], description: str) -> Iterator[T]:
     console = Console()
     if _quiet(console):

@@ -12,6 +12,17 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PEFT_ARENA_QUIET", "1")
 
+# Under pytest-xdist, N workers share the cores: each worker (and the cell processes it
+# starts) gets cores / N threads, as the local executor gives its cells, so that torch in two
+# workers on 2 cores does not run 4 threads. Set before torch is imported; a value already in
+# the environment wins.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    _cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+              else os.cpu_count() or 1)
+    _threads = max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_name, str(_threads))
+
 SHARED_DATA = Path(os.environ.get("PEFT_ARENA_SHARED_DATA",
                                   Path(__file__).resolve().parents[2] / "shared" / "data"))
 

@@ -26,6 +26,7 @@ def finished_run(tmp_path_factory, tiny_bert, synth_task):
     return results, done
 
 
+@pytest.mark.slow  # a matrix of cell processes through the CLI: 2 minutes on 2 busy cores
 def test_run_writes_one_record_per_cell(finished_run):
     results, done = finished_run
     assert done.returncode == 0, done.stdout + done.stderr
@@ -49,6 +50,7 @@ def test_run_writes_one_record_per_cell(finished_run):
     assert full["metrics"]["accuracy"] > 0.55  # three classes: chance is a third
 
 
+@pytest.mark.slow  # needs the matrix run above
 def test_rerun_skips_recorded_cells(finished_run, tiny_bert, synth_task):
     results, _ = finished_run
     before = {p.name: p.stat().st_mtime_ns for p in (results / "records").glob("*.json")}
@@ -62,6 +64,7 @@ def test_rerun_skips_recorded_cells(finished_run, tiny_bert, synth_task):
     assert after == before
 
 
+@pytest.mark.slow  # needs the matrix run above
 def test_report_renders(finished_run):
     results, _ = finished_run
     done = peft_arena("report", "--results", results)

@@ -35,8 +35,11 @@ from tests.test_reliability_processes import (
     _wait_for,
 )
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="checks processes through /proc (Linux only)")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"),
+                       reason="checks processes through /proc (Linux only)"),
+    pytest.mark.slow,  # each test starts, kills and resumes cell processes: about a minute
+]
 
 
 def _cells(task: Path, model: Path, strategies: list[str], **flags) -> list:

@@ -124,6 +124,7 @@ def test_qlora_merges_into_a_dequantized_base(tmp_path, tiny_bert, synth_task, d
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # three CLI processes and a cell process: about 50 s on 2 busy cores
 def test_cli_budget_save_export_predict(tmp_path, tiny_bert, synth_task):
     env = {**os.environ, "PEFT_ARENA_QUIET": "1", "HF_HUB_OFFLINE": "1"}
     results = tmp_path / "results"

@@ -283,6 +283,7 @@ def test_unknown_setting_without_a_likely_one():
 
 
 @pytest.mark.integration
+@pytest.mark.slow  # re-tokenizes the real data of every committed record
 @pytest.mark.skipif(not (SHARED_DATA / "imdb").is_dir(),
                     reason=f"real data not found at {SHARED_DATA} "
                            "(set PEFT_ARENA_SHARED_DATA to its folder)")

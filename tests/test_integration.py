@@ -10,6 +10,7 @@ from tests.conftest import SHARED_DATA
 
 pytestmark = [
     pytest.mark.integration,
+    pytest.mark.slow,  # the real MiniLM on real data
     pytest.mark.skipif(not (SHARED_DATA / "agnews").is_dir(),
                        reason=f"real data not found at {SHARED_DATA} "
                               "(set PEFT_ARENA_SHARED_DATA to its folder)"),

@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "peft_arena"
 # Lowest first; a module may import its own package and any lower layer, never a higher one
 # or a sibling on its own level.
 LAYERS = [
-    {"errors", "progress", "atomic_file", "nested"},
+    {"errors", "progress", "atomic_file", "nested", "library_logs"},
     {"config"},
     {"records", "measure"},
     {"architecture"},

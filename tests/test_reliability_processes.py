@@ -26,8 +26,11 @@ from peft_arena.records import store
 from tests.support.faults import FAULT_ENV, FAULT_LOG_ENV, fault_env
 from tests.test_reliability import make_custom_code_model
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
-                                reason="checks processes through /proc (Linux only)")
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"),
+                       reason="checks processes through /proc (Linux only)"),
+    pytest.mark.slow,  # each test starts, kills and resumes cell processes: about a minute
+]
 
 SMALL = ["--epochs", "1", "--max-train-samples", "30", "--max-eval-samples", "30",
          "--set", "batch_size=16", "--set", "learning_rate=1e-2"]

@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
+from peft_arena import progress
 from peft_arena.cell import hygiene
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import TaskSpec, resolve_task
@@ -165,17 +166,52 @@ def _local_frames(task: TaskSpec, data_dir: Path | None) -> tuple[_RawSplit, _Ra
     return train, test, names
 
 
-def _hub_frames(task: TaskSpec) -> tuple[_RawSplit, _RawSplit, list[str] | None]:
+def _hub_snapshot(path: str, revision: str | None) -> str | None:
+    """The data set's folder in the Hugging Face cache (`hf download --repo-type dataset`, or
+    an earlier online load), or None when the cache holds no snapshot of that revision."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        return snapshot_download(path, repo_type="dataset", revision=revision,
+                                 local_files_only=True)
+    except (LocalEntryNotFoundError, FileNotFoundError, ValueError):
+        return None
+
+
+def _hub_dataset(task: TaskSpec):
+    """`datasets.load_dataset` of the task's Hub repository, as a user online gets it. Offline
+    (HF_HUB_OFFLINE=1) datasets reloads only what it prepared on an earlier online load; a
+    snapshot in the Hub cache is then loaded from its folder, by the same data-file rules."""
     import datasets  # imported here: loading it costs a second the local path doesn't need
 
     assert task.hub is not None
+    if progress.is_quiet():  # its per-split bars would fill a log
+        datasets.disable_progress_bars()
     try:
-        loaded = datasets.load_dataset(task.hub.path, revision=task.hub.revision)
+        return datasets.load_dataset(task.hub.path, revision=task.hub.revision)
     except Exception as exc:  # network, auth, missing data set: all fixable by the user
-        raise UserError(
-            f"Could not load {task.hub.path!r} from the Hugging Face Hub ({type(exc).__name__}); "
-            f"pass --data-dir with a local copy or check your connection."
-        ) from None
+        failure = exc
+    snapshot = _hub_snapshot(task.hub.path, task.hub.revision)
+    if snapshot is not None:
+        try:
+            return datasets.load_dataset(snapshot)
+        except Exception as exc:
+            failure = exc
+    raise UserError(
+        f"Could not load {task.hub.path!r} from the Hugging Face Hub ({type(failure).__name__}); "
+        f"pass --data-dir with a local copy or check your connection."
+    ) from None
+
+
+def _hub_frames(task: TaskSpec) -> tuple[_RawSplit, _RawSplit, list[str] | None]:
+    assert task.hub is not None
+    loaded = _hub_dataset(task)
+    for split in (task.hub.train_split, task.hub.test_split):
+        if split not in loaded:
+            raise UserError(
+                f"{task.hub.path}: no split {split!r} (found: {', '.join(loaded)}); set "
+                f"hub.train_split/hub.test_split in the task file.")
     train, test = loaded[task.hub.train_split], loaded[task.hub.test_split]
     feature = train.features.get(task.label_column)
     names = list(feature.names) if hasattr(feature, "names") else None

@@ -40,6 +40,7 @@ from peft_arena.cell.batching import (
 from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.dropout import use_fast_dropout
 from peft_arena.cell.first_token import compute_last_layer_for_first_token
+from peft_arena.cell.four_bit import kernel_note
 from peft_arena.cell.frozen_weights import frozen_linear_weights_in
 from peft_arena.cell.loop import (
     EvalCallback,
@@ -441,6 +442,8 @@ class Cell:
             "total_steps": inputs.total_steps,
             "tokenize_cache_hits": inputs.cache_hits,
             "data_fingerprint": {name: splits[name].fingerprint() for name in SPLITS},
+            **({"four_bit_kernel": note} if (note := kernel_note(
+                model, setup.accelerator.device.type)) else {}),
         }
 
     @staticmethod
@@ -518,6 +521,7 @@ def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | Non
                           results_dir=results_dir or results_dir_of(record_file),
                           trust_remote_code=trust_remote_code)
     except Exception as exc:  # any failure becomes a failed record; the matrix goes on
+        trackers.end_failed(spec.tracker)
         write(record_file, builders.failed_record(
             spec, builders.error_section(exc, timer.current), memory=memory_report(None),
             environment=environment(spec.precision), run_id=run_id))

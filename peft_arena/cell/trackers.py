@@ -1,16 +1,20 @@
 """Experiment trackers (Weights & Biases, MLflow, TensorBoard) through Accelerate's tracking API.
 
 Off by default. A cell with `tracker` set logs its settings once and every validation pass
-(train loss, validation loss, accuracy, macro F1) at its step, then the test metrics.
+(train loss, validation loss, accuracy, macro F1) at its step, then the test metrics; a cell
+that fails ends its run as failed.
 
-    wandb        one run per cell in the W&B project "peft-arena" (WANDB_MODE=offline works)
-    mlflow       one run per cell in the MLflow experiment "peft-arena" (MLFLOW_TRACKING_URI)
-    tensorboard  RESULTS/tensorboard/<cell id>/
+    wandb        one run per cell in the W&B project "peft-arena", named by the cell id and
+                 grouped by task-strategy (WANDB_MODE=offline writes WANDB_DIR/wandb/)
+    mlflow       one run per cell in the MLflow experiment "peft-arena", named by the cell id,
+                 in MLflow's store (MLFLOW_TRACKING_URI; MLflow's own default otherwise)
+    tensorboard  RESULTS/tensorboard/<cell id>/ (scalars in peft-arena/, settings as hparams)
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -72,3 +76,16 @@ def start(accelerator: Accelerator, spec: CellSpec) -> None:
         init_kwargs={"wandb": {"name": spec.cell_id, "group": f"{spec.task}-{spec.strategy}"},
                      "mlflow": {"run_name": spec.cell_id}},
     )
+
+
+def end_failed(name: str | None) -> None:
+    """End the tracker run of a cell that raised, marked as failed: the trackers keep one
+    active run per process, so no accelerator is needed. Harmless when none is active."""
+    if name == "mlflow" and "mlflow" in sys.modules:
+        mlflow = sys.modules["mlflow"]
+        if mlflow.active_run() is not None:
+            mlflow.end_run(status="FAILED")
+    elif name == "wandb" and "wandb" in sys.modules:
+        run = sys.modules["wandb"].run
+        if run is not None:
+            run.finish(exit_code=1)

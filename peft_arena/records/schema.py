@@ -194,6 +194,9 @@ class Resolved(TypedDict, total=False):
     total_steps: int
     tokenize_cache_hits: list[str]  # splits whose token ids came from the cache
     data_fingerprint: dict[str, str]  # split -> hash of the token ids and labels used
+    # which kernels the 4-bit weights ran on, in words (absent: no 4-bit weights, or a record
+    # made before it existed)
+    four_bit_kernel: str
 
 
 class SplitHygiene(TypedDict, total=False):
