@@ -316,6 +316,7 @@ def retention_section(*, tuned: torch.nn.Module, load_base_model: Any, tokenizer
         "version": BASE_CACHE_VERSION})
     transfer = transfer_task(trained_task, probe)
     cached = load_base(cache_file)
+    base_started = time.perf_counter()
     if cached is None:
         base_model = load_base_model()
         base = run_body(body_of(base_model), encoded, pad_id, last_token=last, lm_head=head)
@@ -326,19 +327,27 @@ def retention_section(*, tuned: torch.nn.Module, load_base_model: Any, tokenizer
     else:
         base, meta = cached
         base_cache_hit = True
+    tuned_started = time.perf_counter()
     tuned_out = run_body(tuned_body, encoded, pad_id, last_token=last, lm_head=head)
+    probe_started = time.perf_counter()
+    transfer_figures = _transfer_section(transfer, probe, meta.get("transfer_accuracy"),
+                                         tuned_out.features)
     section: dict[str, Any] = {
         "measured": True,
         "probe_set": probe.describe(),
         "max_tokens": max_tokens,
         "pooling": "last non-pad token" if last else "first token",
         "cka": linear_cka(base.features, tuned_out.features),
-        "transfer": _transfer_section(transfer, probe, meta.get("transfer_accuracy"),
-                                      tuned_out.features),
+        "transfer": transfer_figures,
         "lm": _lm_section(head_source, base, tuned_out),
         "base_cache_hit": base_cache_hit,
     }
-    section["seconds"] = time.perf_counter() - started
+    done = time.perf_counter()
+    section["seconds"] = done - started
+    # Where the time went: the base side is ~0 on a cache hit.
+    section["phases"] = {"base_s": tuned_started - base_started,
+                         "tuned_forward_s": probe_started - tuned_started,
+                         "transfer_probe_s": done - probe_started}
     return section
 
 

@@ -235,6 +235,7 @@ class Retention(TypedDict, total=False):
     lm: RetentionLM
     base_cache_hit: bool  # the base model's side came from the cache
     seconds: float
+    phases: dict[str, float]  # base_s (~0 on a cache hit), tuned_forward_s, transfer_probe_s
 
 
 class WeightUpdate(TypedDict, total=False):
@@ -250,6 +251,7 @@ class WeightUpdate(TypedDict, total=False):
     # modules, relative_norm (all updates together), effective_rank_mean, effective_rank_max,
     # intruders (summed), modules_with_intruders
     summary: dict[str, Any]
+    base_vectors_cached: int  # modules whose base singular vectors came from the cache
     seconds: float
 
 
