@@ -131,11 +131,16 @@ def test_base_body_with_its_own_head_gives_the_base_models_lm_loss(tmp_path):
     assert outputs.perplexity == pytest.approx(math.exp(total / tokens), rel=1e-5)
 
 
-def test_an_encoder_says_why_it_has_no_lm_figure(tiny_bert):
+def test_an_encoder_says_why_it_has_no_lm_figure(tiny_bert, tmp_path):
+    from transformers import BertForMaskedLM
+
     model, _ = _load(tiny_bert)
     body = retention.body_of(model)
     head, reason = retention.language_model_head(str(tiny_bert), body.config, body)
-    assert head is None and "encoder" in reason
+    assert head is None and "holds no MLM head" in reason
+    BertForMaskedLM(body.config).save_pretrained(tmp_path)
+    head, reason = retention.language_model_head(str(tmp_path), body.config, body)
+    assert head is None and "with an MLM head" in reason
 
 
 # ---------------------------------------------------------------- the weight update

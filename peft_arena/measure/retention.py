@@ -11,7 +11,8 @@ Three figures, each against the same figure of the untouched base model:
   task's probe texts; once on the base features, once on the tuned ones.
 - **LM loss**: for decoders whose checkpoint holds an LM head (tied input embeddings, or an
   `lm_head`), the perplexity of the tuned body read through the *base* LM head, against the
-  base model's. Encoders get none yet (see `language_model_head`); the record then says why.
+  base model's. Encoders get none yet (see `language_model_head`); the record then says why
+  (the packaged MiniLM's checkpoint has no MLM head at all).
 
 The base model's side is the same for every strategy and seed of a model: it is computed once
 and cached under `config.paths.cache_root()/retention/base`, keyed by the model's files, the
@@ -214,17 +215,35 @@ def read_checkpoint_tensors(files: list[Path], wanted: list[str]) -> dict[str, t
     return found
 
 
+# Where BERT-like (cls.predictions) and RoBERTa-like (lm_head) checkpoints keep an MLM head.
+MLM_HEAD_PREFIXES = ("cls.predictions.", "lm_head.")
+
+
+def checkpoint_keys(files: list[Path]) -> set[str]:
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            keys.update(handle.keys())
+    return keys
+
+
 def language_model_head(model_path: str, config: Any, body: torch.nn.Module
                         ) -> tuple[torch.Tensor | None, str]:
     """(the base model's LM head weight, where it came from), or (None, why there is none).
 
     Decoders: the `lm_head` a checkpoint holds, else with tied embeddings the input embedding
-    matrix as the checkpoint stores it (the base's, not the tuned body's). Encoders: their MLM
-    head (a transform, a norm and a decoder) is not a single matrix; not measured."""
-    if not reads_last_token(config):
-        return None, ("encoder: the masked-LM loss through the checkpoint's MLM head is not "
-                      "measured")
+    matrix as the checkpoint stores it (the base's, not the tuned body's). Encoders: the
+    reason says whether their checkpoint holds an MLM head (the masked-LM loss through it is
+    not measured yet); the packaged MiniLM, a sentence-embedding checkpoint, holds none."""
     files = checkpoint_files(model_path)
+    if not reads_last_token(config):
+        if any(name.startswith(MLM_HEAD_PREFIXES) for name in checkpoint_keys(files)):
+            return None, ("encoder with an MLM head in its checkpoint: the masked-LM loss is "
+                          "not measured yet")
+        return None, ("encoder whose checkpoint holds no MLM head (no cls.predictions or "
+                      "lm_head weights): no LM figure")
     if not files:
         return None, "no safetensors checkpoint on disk to read the base LM head from"
     embedding = body.get_input_embeddings()
