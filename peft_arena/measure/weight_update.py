@@ -27,7 +27,7 @@ exactly from its factors (QR of B and A, then the SVD of an r x r core), of any 
 from the eigenvalues of its Gram matrix on the smaller side, in float64; the base weight's
 singular vectors are the same for every cell of a model and are cached on disk
 (`cache_root()/retention/base_vectors`); the top k singular vectors of W + ΔW come from a
-seeded float32 randomized SVD (torch.svd_lowrank, q = k + 10, 6 power iterations), which
+seeded float32 randomized SVD (torch.svd_lowrank, q = k + 10, 4 power iterations), which
 tests check against the exact SVD.
 """
 
@@ -57,7 +57,7 @@ from peft_arena.measure.retention import (
 INTRUDER_K = 10
 INTRUDER_THRESHOLD = 0.5
 TOP_VECTORS_OVERSAMPLE = 10  # randomized SVD: q = k + this
-TOP_VECTORS_POWER_ITERATIONS = 6
+TOP_VECTORS_POWER_ITERATIONS = 4
 RANDOM_SEED = 0
 # A singular value read from a Gram matrix's eigenvalue carries an error of about
 # sqrt(eps * size) of the largest one; below that it is rounding, not rank.
@@ -203,9 +203,11 @@ def _low_rank_factors(module: nn.Module, adapter: str, delta: torch.Tensor
         left, right = right.T, left.T
     if left.shape[0] != delta.shape[0] or right.shape[1] != delta.shape[1]:
         return None
-    # PEFT's product is rounded to the adapter's dtype (float32 or lower); ours is float64.
-    if not torch.allclose(left @ right, delta, rtol=0,
-                          atol=1e-3 * float(delta.abs().max()) + 1e-30):
+    # The factors must reproduce PEFT's delta (rounded to the adapter's dtype, ours float64):
+    # checked on its first rows, which costs a sliver of the full product.
+    rows = slice(0, 4)
+    if not torch.allclose(left[rows] @ right, delta[rows], rtol=0,
+                          atol=1e-3 * float(delta[rows].abs().max()) + 1e-30):
         return None
     return left, right
 
