@@ -14,6 +14,7 @@ import torch
 
 from peft_arena.cell import hygiene
 from peft_arena.config.tasks import resolve_task
+from peft_arena.errors import UserError
 from peft_arena.measure import retention, weight_update
 from peft_arena.measure.probe_texts import draw_probe_set
 from tests.conftest import write_jsonl
@@ -390,3 +391,14 @@ def test_committed_records_keep_their_cell_ids():
     for file in files:
         record = json.loads(file.read_text())
         assert CellSpec.from_dict(record["spec"]).cell_id == record["cell_id"], file.name
+
+
+def test_measure_retention_is_a_run_setting_that_keeps_the_cell_id():
+    from peft_arena import api
+
+    [on] = api.plan_cells(["agnews"], ["lora"])
+    [off] = api.plan_cells(["agnews"], ["lora"], sets=["measure_retention=false"])
+    assert on.measure_retention and not off.measure_retention
+    assert on.cell_id == off.cell_id
+    with pytest.raises(UserError, match="measure_retention"):
+        api.plan_cells(["agnews"], ["lora"], sets=["measure_retention=3"])
