@@ -43,7 +43,8 @@ from peft_arena.measure.probe_texts import ProbeSet
 PROBE_MAX_TOKENS = 64
 PROBE_BATCH_SIZE = 64
 # Trained task -> the task whose probe texts the transfer probe classifies. A task not listed
-# (a user's own) takes the first of TRANSFER_FALLBACK in the probe set.
+# (a user's own), or one whose pair has no probe texts, takes the first of TRANSFER_FALLBACK
+# in the probe set.
 TRANSFER_PAIRS = {"banking77": "agnews", "agnews": "banking77", "imdb": "agnews"}
 TRANSFER_FALLBACK = ("agnews", "banking77", "imdb")
 # The probe: standardised features, L2-regularised multinomial logistic regression (C=1,
@@ -300,10 +301,10 @@ def save_base(path: Path, outputs: BodyOutputs, meta: dict[str, Any]) -> None:
 
 def transfer_task(trained: str, probe: ProbeSet) -> str | None:
     """The task the transfer probe classifies, or None when the probe set has none usable."""
-    wanted = TRANSFER_PAIRS.get(trained)
-    candidates = [wanted] if wanted else [t for t in TRANSFER_FALLBACK if t != trained]
+    # The documented pair first; where its texts are missing, the next task that has some.
+    candidates = [TRANSFER_PAIRS.get(trained), *TRANSFER_FALLBACK]
     for task in candidates:
-        if task is not None and len(probe.indices_of(task)) >= 2 * PROBE_FOLDS:
+        if task not in (None, trained) and len(probe.indices_of(task)) >= 2 * PROBE_FOLDS:
             return task
     return None
 
