@@ -402,3 +402,13 @@ def test_measure_retention_is_a_run_setting_that_keeps_the_cell_id():
     assert on.cell_id == off.cell_id
     with pytest.raises(UserError, match="measure_retention"):
         api.plan_cells(["agnews"], ["lora"], sets=["measure_retention=3"])
+
+
+def test_transfer_task_is_the_documented_pair_else_another_with_texts():
+    from peft_arena.measure.probe_texts import ProbeSet
+
+    both = ProbeSet(["t"] * 20, ["agnews"] * 10 + ["imdb"] * 10, [0] * 20, {})
+    only_imdb = ProbeSet(["t"] * 10, ["imdb"] * 10, [0] * 10, {})
+    assert retention.transfer_task("banking77", both) == "agnews"
+    assert retention.transfer_task("banking77", only_imdb) == "imdb"
+    assert retention.transfer_task("imdb", only_imdb) is None  # never the trained task
