@@ -48,22 +48,27 @@ def main() -> None:
                          sets=["measure_retention=false"])[0]
     with tempfile.TemporaryDirectory() as cache:
         os.environ["PEFT_ARENA_CACHE"] = cache  # an empty cache: the first cell of a model
-        runs = {"on, cold cache": _run(spec, args.data_dir),
-                "off": _run(off, args.data_dir),
-                "on, warm cache": _run(spec, args.data_dir)}
-    print(f"{args.task} / {args.strategy} ({args.preset} preset), "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end")
-    for name, run in runs.items():
-        share = run["retention_s"] / run["total_s"]
-        print(f"  {name:15s} total {run['total_s']:7.1f} s  train {run['train_s']:7.1f} s  "
-              f"retention {run['retention_s']:6.1f} s = {share:5.1%} of the cell  "
-              f"accuracy {run['accuracy']:.3f}")
-        if run["retention_parts"]:
-            parts = ", ".join(f"{k} {v:.1f}" for k, v in run["retention_parts"].items())
-            print(f"  {'':15s} ({parts}, weight update {run['weight_update_s']:.1f} s)")
+        print(f"{args.task} / {args.strategy} ({args.preset} preset), {os.cpu_count()} CPUs",
+              flush=True)
+        runs = {}
+        for name, cell in (("on, cold cache", spec), ("off", off), ("on, warm cache", spec)):
+            runs[name] = _run(cell, args.data_dir)
+            _show(name, runs[name])
     on, base = runs["on, warm cache"], runs["off"]
     print(f"warm: retention phase / cell without it = {on['retention_s'] / base['total_s']:.1%};"
-          f" total with / without = {on['total_s'] / base['total_s']:.3f}")
+          f" total with / without = {on['total_s'] / base['total_s']:.3f}; "
+          f"load average {os.getloadavg()[0]:.1f} at the end")
+
+
+def _show(name: str, run: dict) -> None:
+    share = run["retention_s"] / run["total_s"]
+    print(f"  {name:15s} total {run['total_s']:7.1f} s  train {run['train_s']:7.1f} s  "
+          f"retention {run['retention_s']:6.1f} s = {share:5.1%} of the cell  "
+          f"accuracy {run['accuracy']:.3f}", flush=True)
+    if run["retention_parts"]:
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in run["retention_parts"].items())
+        print(f"  {'':15s} ({parts}, weight update {run['weight_update_s']:.1f} s)",
+              flush=True)
 
 
 if __name__ == "__main__":

@@ -62,6 +62,7 @@ RANDOM_SEED = 0
 # A singular value read from a Gram matrix's eigenvalue carries an error of about
 # sqrt(eps * size) of the largest one; below that it is rounding, not rank.
 GRAM_RELATIVE_TOLERANCE = math.sqrt(np.finfo(np.float64).eps)
+SINGLE_THREAD_MAX_SIDE = 1024
 
 
 @dataclass
@@ -299,10 +300,18 @@ def weight_update_section(model: nn.Module, model_path: str) -> dict[str, Any]:
                else _full_updates(model, model_path, skipped))
     modules: dict[str, dict[str, Any]] = {}
     cache: BaseVectors | None = None
-    for update in updates:
-        if cache is None:
-            cache = BaseVectors(_model_key(model_path, update.stored_dtype))
-        modules[update.name] = module_figures(update, cache.get(update.name, update.base))
+    threads = torch.get_num_threads()
+    try:
+        for update in updates:
+            if cache is None:
+                cache = BaseVectors(_model_key(model_path, update.stored_dtype))
+            # One thread for small matrices: on a busy 2-core machine the figures of six
+            # 384-wide modules took 0.72 s with two threads and 0.23 s with one.
+            torch.set_num_threads(1 if min(update.base.shape) <= SINGLE_THREAD_MAX_SIDE
+                                  else threads)
+            modules[update.name] = module_figures(update, cache.get(update.name, update.base))
+    finally:
+        torch.set_num_threads(threads)
     section: dict[str, Any] = {
         "source": "peft delta weights" if is_peft else "tuned minus checkpoint weights",
         "intruder_k": INTRUDER_K, "intruder_threshold": INTRUDER_THRESHOLD,
