@@ -220,7 +220,7 @@ def test_a_planted_orthogonal_direction_is_one_intruder():
     assert weight_update.intruder_count(vectors, base + delta) == 1
     exact = torch.linalg.svd(base + delta).U[:, :10]
     fast = weight_update.top_left_vectors(base + delta, 10)
-    # The randomized top vectors are the exact ones to within a sliver of the 0.5 threshold.
+    # The float32 top vectors are the exact ones to within a sliver of the 0.5 threshold.
     assert (exact.T.float() @ fast).abs().diag().min() > 0.999
 
 
