@@ -61,6 +61,7 @@ from peft_arena.cell.memory_tools import (
 from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import Precision, resolve_precision
+from peft_arena.cell.retention_step import Retained, measure_retention
 from peft_arena.cell.saving import save_trained_model, saved_model_dir
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
@@ -331,6 +332,20 @@ class Cell:
                     setup.accelerator.num_processes),
                 self._memory_tools(setup, inputs, built))
 
+    def retain(self, setup: Setup, inputs: Inputs, built: Built) -> Retained:
+        """Retention of the base model and the weight update (cell.retention_step), on the
+        main process only, unless the spec turns them off."""
+        if not self.spec.measure_retention or not distributed.is_main_process():
+            return Retained(None, None)
+        with self.timer.phase("retention"), progress.status("measuring retention"):
+            return measure_retention(
+                self.spec, setup.accelerator.unwrap_model(built.model),
+                tokenizer=inputs.tokenizer, label_names=inputs.label_names,
+                pad_id=inputs.pad_id, data_dir=self.data_dir,
+                is_peft=setup.strategy.peft_config_class is not None,
+                precision_name=setup.precision.name,
+                trust_remote_code=self.trust_remote_code)
+
     # ------------------------------------------------------------------ entry points
 
     def _up_to_training(self, setup: Setup, *, data_hygiene: bool = True
@@ -371,6 +386,9 @@ class Cell:
         rank_peaks = distributed.per_rank(setup.accelerator, memory["peak_bytes"])
         if len(rank_peaks) > 1 and any(p is not None for p in rank_peaks):
             memory["peak_bytes"] = max(p for p in rank_peaks if p is not None)
+        # After the peak is read: the base model it may load is the measurement's, not the
+        # cell's, and only the first cell of a model loads it (the rest read the cache).
+        retained = self.retain(setup, inputs, built)
         # Provenance asks git and the package metadata, which can take a noticeable part of a
         # second on a fresh checkout: timed with the measurements, so the phases add up.
         with self.timer.phase("measure"):
@@ -397,7 +415,8 @@ class Cell:
             environment=provenance, started_at=setup.started_at,
             execution=distributed.execution_section(setup.accelerator, rank_peaks,
                                                     provenance["hardware"],
-                                                    setup.precision.name))
+                                                    setup.precision.name),
+            retention=retained.retention, weight_update=retained.weight_update)
         setup.accelerator.log({"test_accuracy": tested.accuracy, "test_macro_f1": tested.macro_f1,
                                "test_loss": tested.loss},
                               step=trained.history[-1]["step"] if trained.history else 0)

@@ -21,7 +21,7 @@ PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 EARLY_STOPPING_METRICS = {"val_accuracy": True, "val_macro_f1": True, "val_loss": False}
 TRACKERS = ("wandb", "mlflow", "tensorboard")
 # Settings that change how a cell is watched or what it keeps, never what it computes.
-RUN_ONLY_KEYS = ("tracker", "save_model")
+RUN_ONLY_KEYS = ("tracker", "save_model", "measure_retention")
 # Settings added after records existed: left out of the config hash while at their default,
 # so that a record made before a setting existed keeps its identity (and is not run again).
 HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks", "devices_per_cell",
@@ -81,6 +81,9 @@ class CellSpec:
     # they stay out of the config hash (see RUN_ONLY_KEYS).
     tracker: str | None = None
     save_model: bool = False
+    # Measure what the tuned model kept of the base (measure.retention) and the shape of its
+    # weight update (measure.weight_update); false leaves both sections out of the record.
+    measure_retention: bool = True
 
     def __post_init__(self) -> None:
         # YAML and the command line give "200" or 200; one spelling keeps the hash stable.
@@ -115,6 +118,8 @@ class CellSpec:
             (self.devices_per_cell is None
              or (isinstance(self.devices_per_cell, int) and self.devices_per_cell >= 1),
              "devices_per_cell must be a whole number >= 1"),
+            (isinstance(self.measure_retention, bool),
+             "measure_retention must be true or false"),
             (self.tracker is None or self.tracker in TRACKERS,
              f"tracker must be one of {', '.join(TRACKERS)}"),
         ]

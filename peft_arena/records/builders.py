@@ -25,8 +25,10 @@ from peft_arena.records.schema import (
     Predictions,
     Record,
     Resolved,
+    Retention,
     Status,
     Time,
+    WeightUpdate,
 )
 
 # Kept whole in a record: enough to find the cause, small enough to read the file.
@@ -49,7 +51,9 @@ def ok_record(spec: CellSpec, *, resolved: Resolved, data_hygiene: DataHygiene,
               artifacts: Artifacts, predictions: Predictions, environment: Environment,
               started_at: str, strategy_state: dict[str, Any] | None = None,
               memory_tools: MemoryTools | None = None,
-              execution: Execution | None = None) -> Record:
+              execution: Execution | None = None,
+              retention: Retention | None = None,
+              weight_update: WeightUpdate | None = None) -> Record:
     return {**_head(spec, "ok"), "resolved": resolved, "data_hygiene": data_hygiene,
             "metrics": metrics, "params": params,
             "time": time, "memory": memory, "memory_tools": memory_tools, "compute": compute,
@@ -57,7 +61,9 @@ def ok_record(spec: CellSpec, *, resolved: Resolved, data_hygiene: DataHygiene,
             "best_step": best_step, "stopped_early": stopped_early, "artifacts": artifacts,
             "strategy_state": strategy_state, "predictions": predictions, "error": None,
             "environment": environment, "execution": execution or {},
-            "started_at": started_at, "finished_at": utc_now()}
+            "started_at": started_at, "finished_at": utc_now(),
+            **({"retention": retention} if retention is not None else {}),
+            **({"weight_update": weight_update} if weight_update is not None else {})}
 
 
 def partial_record(spec: CellSpec, *, metrics: Metrics, params: Params, time: Time,

@@ -11,8 +11,8 @@ Schema version 1. A record's `status` decides which sections hold data:
              history is [], predictions is null (records.builders.failed_record)
 
 Readers are tolerant: records written before a field existed lack it (`best_step`,
-`stopped_early`, `artifacts`, `resolved`, `run_id` and `data_hygiene` came after the first
-records), and a
+`stopped_early`, `artifacts`, `resolved`, `run_id`, `data_hygiene`, `retention` and
+`weight_update` came after the first records), and a
 field added later must stay optional to read. To add a field: declare it in its section
 below, fill it in the section's builder, and read it with `.get` in the report. To add a
 section (a concern of its own), add a TypedDict, a key in `Record` and a keyword argument of
@@ -53,7 +53,8 @@ class Params(TypedDict, total=False):
 class Time(TypedDict, total=False):
     """Wall-clock seconds. `phases` are disjoint and sum to within a few percent of total_s:
     setup_s, data_s, tokenize_s, model_s, train_s (validation passes excluded), validate_s,
-    eval_s, measure_s and, when the model is saved, save_s. Tokens are real (non-padding)."""
+    eval_s, measure_s, retention_s (when measured) and, when the model is saved, save_s.
+    Tokens are real (non-padding)."""
 
     total_s: float  # from the cell's start; interpreter start-up and imports are not in it
     phases: dict[str, float]
@@ -220,6 +221,67 @@ class DataHygiene(TypedDict, total=False):
     test_leaks_into_train: bool  # the test split kept rows whose text is in train
 
 
+class RetentionTransfer(TypedDict, total=False):
+    """The transfer probe: logistic regression on frozen pooled features of another task."""
+
+    task: str | None  # the probed task (None: none usable, `reason` says why)
+    reason: str
+    examples: int  # that task's probe texts, cross-validated over `folds`
+    classes: int
+    folds: int
+    base_accuracy: float
+    tuned_accuracy: float
+    delta: float  # tuned - base
+
+
+class RetentionLM(TypedDict, total=False):
+    """The tuned body read through the base model's LM head, against the base model."""
+
+    kind: str | None  # "causal"; None where the model has no LM head (`reason` says why)
+    reason: str
+    head: str  # where the base LM head came from
+    tokens: int  # predicted tokens of the probe texts
+    base_perplexity: float
+    tuned_perplexity: float
+    perplexity_ratio: float  # tuned / base: 1.0 unchanged, above 1 forgot
+
+
+class Retention(TypedDict, total=False):
+    """measure.retention: what the tuned model kept of the base model on general probe texts
+    (measure.probe_texts). Absent when measure_retention is false and in older records."""
+
+    measured: bool  # False: `reason` says why (no probe texts could be read, ...)
+    reason: str
+    # hash, texts, per_task, sources (task -> file or Hub split), unavailable, draw_seed,
+    # text_match
+    probe_set: dict[str, Any]
+    max_tokens: int  # probe texts cut to this many tokens
+    pooling: str  # "first token" (encoders) or "last non-pad token" (decoders)
+    cka: float  # linear CKA of base vs tuned pooled final hidden states; 1.0 unchanged
+    transfer: RetentionTransfer
+    lm: RetentionLM
+    base_cache_hit: bool  # the base model's side came from the cache
+    seconds: float
+    phases: dict[str, float]  # base_s (~0 on a cache hit), tuned_forward_s, transfer_probe_s
+
+
+class WeightUpdate(TypedDict, total=False):
+    """measure.weight_update: ΔW = merged - base per changed 2-D linear weight of the body."""
+
+    source: str  # "peft delta weights" or "tuned minus checkpoint weights"
+    intruder_k: int  # top singular vectors of W + ΔW examined
+    intruder_threshold: float  # max |cosine| to W's singular vectors below which one intrudes
+    svd: str  # how singular values and vectors were computed
+    # module -> shape, delta_norm, base_norm, relative_norm, effective_rank, intruders
+    modules: dict[str, dict[str, Any]]
+    skipped: dict[str, str]  # module -> why it was not measured
+    # modules, relative_norm (all updates together), effective_rank_mean, effective_rank_max,
+    # intruders (summed), modules_with_intruders
+    summary: dict[str, Any]
+    base_vectors_cached: int  # modules whose base singular vectors came from the cache
+    seconds: float
+
+
 class Environment(TypedDict, total=False):
     """measure.provenance: what a reader needs to reproduce a figure or tell two apart."""
 
@@ -270,6 +332,8 @@ class Record(TypedDict, total=False):
     # module, `rank_pattern`, and `initial_rank`); None for strategies with nothing to report
     strategy_state: dict[str, Any] | None
     predictions: Predictions | None
+    retention: Retention | None
+    weight_update: WeightUpdate | None
     error: Error | None
     run_id: str | None  # the matrix run that wrote the record (absent when made elsewhere)
     environment: Environment

@@ -17,7 +17,16 @@ import pandas as pd
 from rich.table import Table
 
 from peft_arena.errors import UserError
-from peft_arena.report import breakdown, charts, explorer, hardware, html_page, markdown, stats
+from peft_arena.report import (
+    breakdown,
+    charts,
+    explorer,
+    hardware,
+    html_page,
+    markdown,
+    plane,
+    stats,
+)
 from peft_arena.report.markdown import DASH, number
 from peft_arena.report.results import (
     CellDetail,
@@ -164,6 +173,28 @@ _COLUMNS = (
     _Column("MFU", "mfu_mean", _share,
             "model FLOPs utilisation: achieved training FLOP/s over the hardware's peak.", "max",
             optional=True),
+    _Column("CKA", "cka_mean", _fixed(3),
+            "linear CKA between the base and the tuned model's pooled final hidden states on "
+            "general probe texts of the other tasks; 1 = representation unchanged.", "max",
+            "cka", optional=True),
+    _Column("probe Δ", "transfer_delta_mean", _points,
+            "transfer retention: accuracy points a linear probe on the tuned model's frozen "
+            "features of another task gains (+) or loses (−) against the same probe on the "
+            "base model.", "max", optional=True),
+    _Column("ppl ratio", "perplexity_ratio_mean", _fixed(3),
+            "decoders: perplexity of the tuned body through the base LM head over the base "
+            "model's, on the probe texts; 1 = unchanged, above 1 = forgot.", "min",
+            optional=True),
+    _Column("ΔW norm", "update_norm_mean", lambda v: f"{100 * v:.2g}%",
+            "size of the weight update: ||ΔW|| over ||W|| of the changed linear weights.",
+            None, optional=True),
+    _Column("ΔW rank", "update_rank_mean", _fixed(1),
+            "effective rank of the weight update (exp of the entropy of its singular values), "
+            "mean over changed modules.", None, optional=True),
+    _Column("intruders", "intruders_mean", _fixed(1),
+            "intruder dimensions over the model: top-10 singular vectors of W + ΔW with no "
+            "cosine of 0.5 or more to any singular vector of W (Shuttleworth et al., 2024).",
+            None, optional=True),
 )
 _VS_BEST_AFTER = "macro F1"  # the significance column follows this one
 
@@ -402,6 +433,8 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
     chart_paths = charts.write_charts(hardware.costs_on_reference(with_labels),
                                       out_dir / charts.CHARTS_SUBDIR, hue="label",
                                       details=results.details, confusion=confusion)
+    # Retention is not a cost: drawn from every record, whatever its hardware.
+    chart_paths += plane.write_plane(with_labels, out_dir / charts.CHARTS_SUBDIR, hue="label")
     details = {
         str(task): breakdown.task_section(str(task), with_labels, table, results.details)
         for task, table in summary.groupby("task", sort=True)

@@ -23,7 +23,12 @@ MIB = 1024**2
 
 # Phases of a cell in the order they run (older records lack some; save_s only when saving).
 PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s", "eval_s",
-          "measure_s", "save_s")
+          "measure_s", "retention_s", "save_s")
+# What the tuned model kept of the base and the shape of its update (records' `retention` and
+# `weight_update` sections; NaN for records without them).
+RETENTION_COLUMNS = ["cka", "transfer_task", "transfer_base", "transfer_tuned", "transfer_delta",
+                     "perplexity_ratio", "update_norm", "update_rank", "update_rank_max",
+                     "intruders"]
 FRAME_COLUMNS = [
     "task", "strategy", "seed", "model", "config_hash", "cell_id", "status",
     "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
@@ -33,6 +38,7 @@ FRAME_COLUMNS = [
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
     "cpu", "gpu", "hardware", "git_commit", "git_dirty",
+    *RETENTION_COLUMNS,
 ]
 # Summary statistic name -> per-record column it is computed from.
 SUMMARY_METRICS = {
@@ -44,10 +50,14 @@ SUMMARY_METRICS = {
     "train_memory_p99": "train_memory_p99_mb",
     "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
     **{phase: phase for phase in PHASES if phase != "train_s"},
+    "cka": "cka", "transfer_delta": "transfer_delta", "perplexity_ratio": "perplexity_ratio",
+    "update_norm": "update_norm", "update_rank": "update_rank", "intruders": "intruders",
 }
 # What depends on the machine: never averaged across hardware (accuracy pools seeds from
 # anywhere). See measure/hardware_identity.py for what counts as the same hardware.
-QUALITY_METRICS = ("accuracy", "macro_f1", "confidence", "confident_share", "ece")
+QUALITY_METRICS = ("accuracy", "macro_f1", "confidence", "confident_share", "ece",
+                   "cka", "transfer_delta", "perplexity_ratio", "update_norm", "update_rank",
+                   "intruders")
 COST_METRICS = tuple(name for name in SUMMARY_METRICS if name not in QUALITY_METRICS)
 SUMMARY_COLUMNS = [
     "task", "strategy", "base_strategy", "config_hash", "model", "status", "n_seeds",
@@ -165,6 +175,28 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "hardware": hardware_identity(record),
         "git_commit": _text(dig(record, "environment", "git_commit")),
         "git_dirty": _flag(dig(record, "environment", "git_dirty")),
+        **_retention_columns(record),
+    }
+
+
+def _retention_columns(record: dict[str, Any]) -> dict[str, Any]:
+    """The retention and weight-update figures (NaN where a record lacks them or says they
+    were not measured)."""
+    kept = record.get("retention") if isinstance(record.get("retention"), dict) else {}
+    if kept.get("measured") is not True:
+        kept = {}
+    summary = dig(record, "weight_update", "summary")
+    return {
+        "cka": _number(kept.get("cka")),
+        "transfer_task": _text(dig(kept, "transfer", "task")),
+        "transfer_base": _number(dig(kept, "transfer", "base_accuracy")),
+        "transfer_tuned": _number(dig(kept, "transfer", "tuned_accuracy")),
+        "transfer_delta": _number(dig(kept, "transfer", "delta")),
+        "perplexity_ratio": _number(dig(kept, "lm", "perplexity_ratio")),
+        "update_norm": _number(dig(summary, "relative_norm")),
+        "update_rank": _number(dig(summary, "effective_rank_mean")),
+        "update_rank_max": _number(dig(summary, "effective_rank_max")),
+        "intruders": _number(dig(summary, "intruders")),
     }
 
 

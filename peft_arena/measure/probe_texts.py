@@ -1,0 +1,161 @@
+"""The probe set: general texts that are none of the trained task's, for the retention figures.
+
+A cell trained on one task is probed on texts of the other built-in tasks (AG News, Banking77,
+IMDB): `TEXTS_PER_TASK` texts drawn with a fixed seed from each one's test file, read from the
+cell's data dir (or the Hub when there is none). A text the trained task also has, in its
+train or test file, is never drawn (texts compare after collapsing whitespace, as
+cell.hygiene does), nor is a second copy of a text already drawn. The probe texts keep their
+own task's label, so the transfer probe (measure.retention) reads its examples from the same
+set, and one forward pass of the tuned model serves every figure.
+
+Drawing reads whole task files (IMDB's are 66 MB); the drawn set is cached under
+`config.paths.cache_root()/retention`, keyed by the trained task, the source files' sizes and
+modification times and the draw's settings, so only a task's first cell pays for it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from peft_arena.atomic_file import write_json
+from peft_arena.cell import hygiene
+from peft_arena.config.paths import cache_root
+from peft_arena.config.tasks import TaskSpec, builtin_tasks, resolve_task
+from peft_arena.errors import UserError
+
+# 256 a task: enough for a linear CKA whose seed-to-seed spread is well below the gaps between
+# strategies, and for a 4-class probe; two source tasks make 512 texts, one forward pass of
+# about a second for MiniLM on a CPU core.
+TEXTS_PER_TASK = 256
+DRAW_SEED = 0
+# The draw's own version: change it when the drawing changes, so cached sets are redrawn.
+DRAW_VERSION = 1
+
+
+@dataclass
+class ProbeSet:
+    """Texts with their source task and that task's label id."""
+
+    texts: list[str]
+    tasks: list[str]
+    labels: list[int]
+    sources: dict[str, str]  # task -> where its texts came from (folder or Hub data set)
+    unavailable: dict[str, str] = field(default_factory=dict)  # task -> why it was left out
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def digest(self) -> str:
+        """Hash of the texts, their tasks and labels: names the set in records and caches."""
+        blob = json.dumps([self.texts, self.tasks, self.labels], ensure_ascii=False).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def indices_of(self, task: str) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.tasks) == task)
+
+    def describe(self) -> dict[str, Any]:
+        """The record's description of the set (its texts stay in the cache)."""
+        counts = {task: len(self.indices_of(task)) for task in self.sources}
+        return {"hash": self.digest, "texts": len(self), "per_task": counts,
+                "sources": self.sources, "unavailable": self.unavailable,
+                "draw_seed": DRAW_SEED, "text_match": hygiene.TEXT_MATCH}
+
+
+def source_tasks(trained: str) -> list[str]:
+    """The built-in tasks a cell trained on `trained` is probed on: every one but itself."""
+    return [name for name in builtin_tasks().names() if name != trained]
+
+
+def _file_stamp(path: Path) -> list[Any]:
+    stat = path.stat()
+    return [str(path), stat.st_size, stat.st_mtime_ns]
+
+
+def _task_stamp(task: TaskSpec, data_dir: Path | None) -> list[Any]:
+    """What identifies a task's data without reading it: its files' sizes and times, or its
+    Hub data set and revision."""
+    if task.is_local:
+        return [_file_stamp(Path(p)) for p in (task.train_file, task.test_file)]
+    if data_dir is not None:
+        folder = Path(data_dir) / task.name
+        files = sorted(folder.glob("*.*")) if folder.is_dir() else []
+        return [_file_stamp(p) for p in files if p.suffix in (".jsonl", ".csv", ".parquet",
+                                                              ".json")]
+    hub = task.hub
+    return [hub.path, hub.revision] if hub else [task.name]
+
+
+def _load_all(task: TaskSpec, data_dir: Path | None) -> tuple[list[str], list[str], list[int]]:
+    """(train texts, test texts, test labels) of a task's files, unusable rows dropped."""
+    from peft_arena.cell.data import load_task_data  # pandas and scikit-learn: only when drawing
+
+    data = load_task_data(task, data_dir, on_bad_rows="drop")
+    return (data.train.texts + data.val.texts, data.test.texts,
+            [int(v) for v in data.test.labels])
+
+
+def _draw(texts: list[str], labels: list[int], excluded: set[str], n: int,
+          seed: int) -> tuple[list[str], list[int]]:
+    order = np.random.default_rng(seed).permutation(len(texts))
+    kept_texts, kept_labels, seen = [], [], set(excluded)
+    for i in order:
+        norm = hygiene.normalise(texts[i])
+        if norm in seen:
+            continue
+        seen.add(norm)
+        kept_texts.append(texts[i])
+        kept_labels.append(labels[i])
+        if len(kept_texts) == n:
+            break
+    return kept_texts, kept_labels
+
+
+def draw_probe_set(trained: TaskSpec, data_dir: Path | None, *, per_task: int = TEXTS_PER_TASK,
+                   seed: int = DRAW_SEED, cache: bool = True) -> ProbeSet:
+    """The probe set of a cell trained on `trained` (see the module docstring). A source task
+    whose data cannot be read (no folder in the data dir, the Hub out of reach) is left out
+    and named in `unavailable`; the set may then be empty."""
+    sources = source_tasks(trained.name)
+    stamps = {"trained": [trained.name, _task_stamp(trained, data_dir)],
+              "sources": {name: _task_stamp(resolve_task(name), data_dir) for name in sources},
+              "per_task": per_task, "seed": seed, "version": DRAW_VERSION}
+    key = hashlib.sha256(json.dumps(stamps, sort_keys=True, default=str).encode()).hexdigest()
+    cached = cache_root() / "retention" / "probe_sets" / f"{key[:24]}.json"
+    if cache and cached.is_file():
+        try:
+            return ProbeSet(**json.loads(cached.read_text(encoding="utf-8")))
+        except (json.JSONDecodeError, TypeError):
+            pass  # a damaged cache file is redrawn
+    try:
+        train_texts, test_texts, _ = _load_all(trained, data_dir)
+        excluded = set(hygiene._Normaliser()(train_texts + test_texts))
+    except UserError as exc:
+        # Without the trained task's texts there is nothing to keep the probe apart from.
+        return ProbeSet([], [], [], {}, {name: f"trained task's data unreadable: {exc}"
+                                         for name in sources})
+    probe = ProbeSet([], [], [], {})
+    for name in sources:
+        task = resolve_task(name)
+        try:
+            _, texts, labels = _load_all(task, data_dir)
+        except UserError as exc:
+            probe.unavailable[name] = str(exc)
+            continue
+        drawn, drawn_labels = _draw(texts, labels, excluded, per_task, seed)
+        excluded.update(hygiene.normalise(t) for t in drawn)
+        probe.texts += drawn
+        probe.tasks += [name] * len(drawn)
+        probe.labels += drawn_labels
+        probe.sources[name] = (str(Path(data_dir) / name / "test") if data_dir is not None
+                               else f"{task.hub.path} ({task.hub.test_split})" if task.hub
+                               else name)
+    if cache:
+        write_json(cached, asdict(probe))
+    return probe
