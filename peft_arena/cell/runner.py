@@ -41,6 +41,7 @@ from peft_arena.cell.data import load_cell_data
 from peft_arena.cell.dropout import use_fast_dropout
 from peft_arena.cell.first_token import compute_last_layer_for_first_token
 from peft_arena.cell.frozen_weights import frozen_linear_weights_in
+from peft_arena.cell.last_token import compute_last_layer_for_last_token
 from peft_arena.cell.loop import (
     EvalCallback,
     EvalResult,
@@ -61,6 +62,8 @@ from peft_arena.cell.modeling import load_model, load_tokenizer
 from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import Precision, resolve_precision
 from peft_arena.cell.saving import save_trained_model, saved_model_dir
+from peft_arena.config.gguf_source import model_source
+from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
@@ -282,7 +285,7 @@ class Cell:
         upcast_trainable(model)
         if not setup.on_gpu:
             use_fast_dropout(model)
-        compute_last_layer_for_first_token(model)
+        compute_last_layer_for_first_token(model) or compute_last_layer_for_last_token(model)
         return model
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
@@ -439,6 +442,7 @@ class Cell:
             "total_steps": inputs.total_steps,
             "tokenize_cache_hits": inputs.cache_hits,
             "data_fingerprint": {name: splits[name].fingerprint() for name in SPLITS},
+            "model_source": model_source(resolve_model_path(self.spec.model)),
         }
 
     @staticmethod

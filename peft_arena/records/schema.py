@@ -170,6 +170,11 @@ class Resolved(TypedDict, total=False):
     total_steps: int
     tokenize_cache_hits: list[str]  # splits whose token ids came from the cache
     data_fingerprint: dict[str, str]  # split -> hash of the token ids and labels used
+    # Where the weights came from when not a plain model folder (config.gguf_source): format
+    # "gguf", gguf_file, sha256, quantization ("Q4_1", ...), tensor_types, architecture and
+    # dequantized: true (the quantized file's rounding, not the original checkpoint). None or
+    # absent for other models.
+    model_source: dict[str, Any] | None
 
 
 class SplitHygiene(TypedDict, total=False):
