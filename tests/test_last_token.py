@@ -54,6 +54,19 @@ def test_same_logits_and_gradients(kind, strategy, attention, request):
         assert torch.allclose(grad, pruned_grads[name], atol=1e-5), name
 
 
+@pytest.mark.parametrize("kind", ["tiny_llama", "tiny_qwen2"])
+def test_training_mode_too(kind, request):
+    """Switching modes must keep the pruning (the `kernels` package resets the norm's
+    forward on train() and eval()); these models have no dropout, so full fine-tuning's
+    outputs are deterministic in training mode."""
+    model, pruned, tokenizer = _pair(request.getfixturevalue(kind), "full", "eager")
+    batch = _batch(tokenizer)
+    pruned.eval(), pruned.train(), model.train()
+    expected, got = model(**batch), pruned(**batch)
+    assert torch.allclose(expected.logits, got.logits, atol=1e-5)
+    assert torch.allclose(expected.loss, got.loss, atol=1e-6)
+
+
 def test_unpadded_batch_and_single_row(tiny_llama):
     """No padding at all: SDPA's causal fast path passes no mask, which the layer builds."""
     model, pruned, tokenizer = _pair(tiny_llama, "full", "sdpa")

@@ -135,11 +135,13 @@ def _last_token_layer_forward(self: nn.Module, hidden_states: torch.Tensor,
     return hidden + self.mlp(self.post_attention_layernorm(hidden))
 
 
-def _last_token_norm_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor:
-    """The final norm of the read rows, spread over the sequence as a view for the head."""
-    normed = type(self).forward(self, hidden_states)
-    state: _ReadPositions = self.read_positions
-    return normed.expand(-1, state.length, -1)
+def _spread_over_sequence(state: _ReadPositions):
+    """A forward hook on the final norm: its output for the read rows, spread over the
+    sequence as a view for the head. A hook, not a replaced forward: the `kernels` package
+    resets the norm's forward whenever the model switches between training and evaluation."""
+    def hook(_module: nn.Module, _args: tuple, normed: torch.Tensor) -> torch.Tensor:
+        return normed.expand(-1, state.length, -1)
+    return hook
 
 
 def compute_last_layer_for_last_token(model: nn.Module) -> bool:
@@ -158,8 +160,8 @@ def compute_last_layer_for_last_token(model: nn.Module) -> bool:
         _read_positions_hook(state, lambda: config.get_text_config().pad_token_id),
         with_kwargs=True)
     last = layers[-1]
-    last.read_positions = norm.read_positions = state
+    last.read_positions = state
     last.forward = types.MethodType(_last_token_layer_forward, last)
-    norm.forward = types.MethodType(_last_token_norm_forward, norm)
+    norm.register_forward_hook(_spread_over_sequence(state))
     last.first_token_only = True  # read by FlopModel: this layer's attention is one row
     return True
