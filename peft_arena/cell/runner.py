@@ -65,6 +65,7 @@ from peft_arena.cell.saving import save_trained_model, saved_model_dir
 from peft_arena.config.gguf_source import model_source
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
+from peft_arena.measure.estimate_check import baseline_rss, cpu_estimate_check
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -186,6 +187,7 @@ class Cell:
         self.timer = timer or PhaseTimer()
         self.on_evaluate, self.trust_remote_code = on_evaluate, trust_remote_code
         self.fallback = FallbackLog()  # the batch splits tried, and the one that trained
+        self.rss_baseline: dict[str, int | None] = {}  # set at the end of setup
 
     # ------------------------------------------------------------------ steps
 
@@ -206,6 +208,7 @@ class Cell:
                                       **trackers.accelerator_kwargs(spec, self.results_dir))
             trackers.start(accelerator, spec)
             strategy = load_strategies().get(spec.strategy)(spec)
+            self.rss_baseline = baseline_rss()  # measure.estimate_check: imports and setup
         return Setup(started_at, precision, poller, accelerator, strategy)
 
     def load_data(self, *, data_hygiene: bool = True) -> Inputs:
@@ -377,6 +380,10 @@ class Cell:
             provenance = environment(setup.precision.name)
             strategy_state = setup.strategy.final_state(
                 setup.accelerator.unwrap_model(built.model))
+        memory_tools = {**measured.memory_tools, "estimate_check": cpu_estimate_check(
+            measured.memory_tools["estimate"]["total_bytes"], memory["peak_bytes"],
+            self.rss_baseline.get("baseline_rss_bytes"))
+            if memory.get("source") == "cpu_rss" and len(rank_peaks) <= 1 else None}
         record = builders.ok_record(
             self.spec, resolved=self._resolved(setup, inputs, built),
             data_hygiene=inputs.data_hygiene or {},
@@ -386,8 +393,8 @@ class Cell:
                     "adapter_bytes": measured.adapter_bytes},
             time=self._time(trained, tested),
             memory={**memory, "batch_size": self.spec.batch_size,
-                    "max_length": self.spec.max_length},
-            memory_tools=measured.memory_tools,
+                    "max_length": self.spec.max_length, **self.rss_baseline},
+            memory_tools=memory_tools,
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
             strategy_state=strategy_state,

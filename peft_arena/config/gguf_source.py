@@ -34,8 +34,9 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
-from peft_arena import atomic_file
+from peft_arena import atomic_file, progress
 from peft_arena.config.paths import cache_root
 from peft_arena.errors import UserError
 
@@ -212,10 +213,16 @@ def _convert(path: Path, out: Path) -> None:
 
     hf_logging.set_verbosity_error()  # the GGUF reader logs every tensor it dequantizes
     hf_logging.disable_progress_bar()
+    # The GGUF reader's own tqdm bar (which reads its settings at import): a rich status
+    # line says what happens instead, and stays quiet off a terminal.
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                      dtype=torch.float32)
+        with (progress.status(f"converting {path.name} to a plain model folder (once)"),
+              mock.patch.object(gguf_loading, "tqdm", lambda items, **_: items)):
+            tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+            loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                          dtype=torch.float32)
     except (ValueError, OSError, KeyError, RuntimeError) as exc:
         raise UserError(f"transformers could not load GGUF file {path} "
                         f"({str(exc).splitlines()[0][:160]}).") from None

@@ -72,6 +72,21 @@ class Memory(TypedDict, total=False):
     weights_bytes: int | None  # parameters and buffers as stored (4-bit at their real size)
     batch_size: int
     max_length: int
+    # measure.estimate_check: resident memory at the end of the cell's setup (imports made,
+    # no data or model yet) and the lifetime peak then; absent in older records
+    baseline_rss_bytes: int | None
+    peak_rss_at_baseline_bytes: int | None
+
+
+class EstimateCheck(TypedDict, total=False):
+    """The estimate against the peak resident memory above the setup baseline (CPU cells on
+    one process; measure.estimate_check)."""
+
+    source: Literal["cpu_rss_above_baseline"]
+    estimate_bytes: int
+    measured_bytes: int  # peak_bytes - baseline_rss_bytes
+    baseline_rss_bytes: int
+    error: float  # (estimate - measured) / measured
 
 
 class MemoryEstimate(TypedDict, total=False):
@@ -99,6 +114,7 @@ class MemoryTools(TypedDict, total=False):
     gradient_checkpointing: bool
     frozen_dtypes: list[str]  # of the frozen weights: "float32", "bfloat16", "nf4"
     estimate: MemoryEstimate
+    estimate_check: EstimateCheck | None  # CPU cells; None on GPU (see the torch peaks)
 
 
 class Compute(TypedDict, total=False):

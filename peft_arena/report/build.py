@@ -150,6 +150,11 @@ _COLUMNS = (
             "the estimate's error against torch's peak allocated GPU memory (GPU records only;"
             " on CPU the peak resident memory is mostly the interpreter and its libraries).",
             None, optional=True),
+    _Column("est. error CPU", "estimate_error_cpu_mean", _signed_pct,
+            "the estimate's error against the peak resident memory above the cell's baseline "
+            "after setup (CPU records; the rise also holds the data, the tokenizer and the "
+            "model file's pages while it loads: measure/estimate_check.py).",
+            None, optional=True),
     _Column("train s", "train_s_mean", _fixed(1),
             "mean wall-clock seconds of the training phase (every phase: see Details).",
             "min"),

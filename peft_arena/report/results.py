@@ -29,6 +29,7 @@ FRAME_COLUMNS = [
     "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
     *PHASES, "total_s", "train_samples_per_s", "train_tokens_per_s", "mfu",
     "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
+    "estimate_error_cpu", "rss_above_baseline_mb",
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
     "cpu", "gpu", "hardware", "git_commit", "git_dirty",
@@ -39,6 +40,7 @@ SUMMARY_METRICS = {
     "total_s": "total_s", "peak_mb": "peak_mb", "throughput": "train_samples_per_s",
     "tokens_per_s": "train_tokens_per_s", "mfu": "mfu", "weights_mb": "weights_mb",
     "estimate_mb": "estimate_mb", "estimate_error": "estimate_error",
+    "estimate_error_cpu": "estimate_error_cpu", "rss_above_baseline_mb": "rss_above_baseline_mb",
     "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
     **{phase: phase for phase in PHASES if phase != "train_s"},
 }
@@ -170,7 +172,11 @@ def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
     estimate = _number(dig(record, "memory_tools", "estimate", "total_bytes"))
     measured = _number(dig(record, "memory", "torch_peak_allocated_bytes"))
     error = (estimate - measured) / measured if measured > 0 else math.nan
-    return {"estimate_mb": estimate / MIB, "estimate_error": error}
+    # CPU records since measure.estimate_check: against the peak above the setup baseline.
+    cpu_error = _number(dig(record, "memory_tools", "estimate_check", "error"))
+    cpu_measured = _number(dig(record, "memory_tools", "estimate_check", "measured_bytes"))
+    return {"estimate_mb": estimate / MIB, "estimate_error": error,
+            "estimate_error_cpu": cpu_error, "rss_above_baseline_mb": cpu_measured / MIB}
 
 
 def _history(value: Any) -> list[dict[str, float]]:
