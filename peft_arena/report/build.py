@@ -337,6 +337,9 @@ def provenance_line(frame: pd.DataFrame) -> str:
     fields = [("model", "model"), ("precision", "precision"), ("CPU", "cpu"), ("GPU", "gpu"),
               ("hardware", "hardware")]
     parts = [f"{label}: {text}" for label, col in fields if (text := _distinct(frame[col]))]
+    if "model_source" in frame and (sources := _distinct(frame["model_source"])):
+        # config.gguf_source: a quantized file's rounding of the weights, not the original.
+        parts.append(f"weights: {sources} (not the original bf16 checkpoint)")
     if commit := _distinct(frame["git_commit"]):
         parts.append(f"git commit: {_short_commit(commit)}{_dirty_text(frame)}")
     n_failed = int((frame["status"] != "ok").sum())

@@ -25,7 +25,7 @@ MIB = 1024**2
 PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s", "eval_s",
           "measure_s", "save_s")
 FRAME_COLUMNS = [
-    "task", "strategy", "seed", "model", "config_hash", "cell_id", "status",
+    "task", "strategy", "seed", "model", "config_hash", "cell_id", "status", "model_source",
     "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
     *PHASES, "total_s", "train_samples_per_s", "train_tokens_per_s", "mfu",
     "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
@@ -133,6 +133,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "strategy": spec.get("strategy") or _id_part(cell_id, 1) or "unknown",
         "seed": _integer(spec.get("seed", seed_part.removeprefix("seed"))),
         "model": _text(spec.get("model")),
+        "model_source": _model_source_text(dig(record, "resolved", "model_source")),
         "config_hash": cell_id.rsplit("__", 1)[-1] if "__" in cell_id else "unknown",
         "cell_id": cell_id or None,
         "status": status if isinstance(status, str) else ("failed" if error else "ok"),
@@ -162,6 +163,14 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "git_commit": _text(dig(record, "environment", "git_commit")),
         "git_dirty": _flag(dig(record, "environment", "git_dirty")),
     }
+
+
+def _model_source_text(source: Any) -> str | None:
+    """`GGUF Q4_1, dequantized` for weights read from a quantized file; None for others."""
+    if not isinstance(source, dict) or not source.get("format"):
+        return None
+    text = f"{str(source['format']).upper()} {source.get('quantization') or '?'}"
+    return f"{text}, dequantized" if source.get("dequantized") else text
 
 
 def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
@@ -240,11 +249,24 @@ def load_frame(results_dir: Path) -> pd.DataFrame:
 
 def strategy_labels(frame: pd.DataFrame) -> pd.Series:
     """`strategy`, or `strategy@hash` where a task ran the strategy under several configs.
+    When the records hold more than one model, each label starts with its model's short name
+    (`smollm2 lora`), so tables and charts keep the models apart.
 
     Different configurations are different experiments: averaging them would hide that.
     """
-    n_configs = frame.groupby(["task", "strategy"])["config_hash"].transform("nunique")
-    return frame["strategy"].where(n_configs <= 1, frame["strategy"] + "@" + frame["config_hash"])
+    models = frame["model"].fillna("").astype(str)
+    if models.nunique() > 1:
+        names = models.map(model_label) + " " + frame["strategy"]
+        keys = [frame["task"], models, frame["strategy"]]
+    else:
+        names, keys = frame["strategy"], [frame["task"], frame["strategy"]]
+    n_configs = frame.groupby(keys)["config_hash"].transform("nunique")
+    return names.where(n_configs <= 1, names + "@" + frame["config_hash"])
+
+
+def model_label(model: str) -> str:
+    """A model's short name: an alias as given, a folder or file by its last part."""
+    return Path(model.rstrip("/")).name or model if model else "?"
 
 
 def labelled(frame: pd.DataFrame) -> pd.DataFrame:
