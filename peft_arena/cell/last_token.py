@@ -8,7 +8,7 @@ Here the last layer computes the input norm, keys and values for all positions (
 position attends to every real token up to it, causally) and the rest for the read position
 only; the final norm then normalises that one row. The logits and the gradients are the same
 as the unpruned model's up to float rounding (tests/test_last_token.py, with padding, under
-full fine-tuning, LoRA and IA3). On SmolLM2-135M (30 layers) that is about 1/40 of a step's
+full fine-tuning, LoRA and IA3). On SmolLM2-135M (30 layers) that is about 3% of a step's
 FLOPs; `FlopModel` counts the pruned calls per sequence.
 
 How: a forward pre-hook on the base model (`model.model`) finds the read positions from the
