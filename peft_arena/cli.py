@@ -99,7 +99,8 @@ def cli() -> None:
 @click.option("--matrix", "tasks", help="Tasks, comma-separated (built-in names or task YAML "
               "files). Default: the preset's tasks.")
 @click.option("--strategies", help="Strategies, comma-separated. Default: the preset's.")
-@click.option("--model", help="Model alias, local folder or Hub id. Default: the preset's.")
+@click.option("--model", help="Model alias (minilm, smollm2), local folder, GGUF file or Hub id. "
+              "Default: the preset's.")
 @click.option("--preset", default="quick", show_default=True, help="Preset name or YAML file.")
 @click.option("--seeds", help="Seeds, comma-separated. Default: the preset's.")
 @click.option("--epochs", type=float, help="Training epochs for every cell.")
@@ -418,7 +419,8 @@ def predict(model_dir, input_file, out_file, text_column, id_column, with_names,
 @click.option("--strategy", required=True, help="The strategy whose settings to tune.")
 @click.option("--trials", default=20, show_default=True, type=click.IntRange(min=1),
               help="Finished trials wanted in the study, counting those of earlier runs.")
-@click.option("--model", help="Model alias, local folder or Hub id. Default: the preset's.")
+@click.option("--model", help="Model alias (minilm, smollm2), local folder, GGUF file or Hub id. "
+              "Default: the preset's.")
 @click.option("--preset", default="quick", show_default=True,
               help="Preset the trials start from (data sizes, the strategy's settings).")
 @click.option("--epochs", type=float, help="Fix the epochs (not searched).")

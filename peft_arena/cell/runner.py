@@ -42,6 +42,7 @@ from peft_arena.cell.dropout import use_fast_dropout
 from peft_arena.cell.first_token import compute_last_layer_for_first_token
 from peft_arena.cell.four_bit import kernel_note
 from peft_arena.cell.frozen_weights import frozen_linear_weights_in
+from peft_arena.cell.last_token import compute_last_layer_for_last_token
 from peft_arena.cell.loop import (
     EvalCallback,
     EvalResult,
@@ -63,7 +64,10 @@ from peft_arena.cell.optim import build_optimizer
 from peft_arena.cell.precision import Precision, resolve_precision
 from peft_arena.cell.retention_step import Retained, measure_retention
 from peft_arena.cell.saving import save_trained_model, saved_model_dir
+from peft_arena.config.gguf_source import model_source
+from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
+from peft_arena.measure.estimate_check import baseline_rss, cpu_estimate_check
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
     GpuMemoryPoller,
@@ -186,6 +190,7 @@ class Cell:
         self.timer = timer or PhaseTimer()
         self.on_evaluate, self.trust_remote_code = on_evaluate, trust_remote_code
         self.fallback = FallbackLog()  # the batch splits tried, and the one that trained
+        self.rss_baseline: dict[str, int | None] = {}  # set at the end of setup
 
     # ------------------------------------------------------------------ steps
 
@@ -206,6 +211,7 @@ class Cell:
                                       **trackers.accelerator_kwargs(spec, self.results_dir))
             trackers.start(accelerator, spec)
             strategy = load_strategies().get(spec.strategy)(spec)
+            self.rss_baseline = baseline_rss()  # measure.estimate_check: imports and setup
         return Setup(started_at, precision, poller, accelerator, strategy)
 
     def load_data(self, *, data_hygiene: bool = True) -> Inputs:
@@ -285,7 +291,7 @@ class Cell:
         upcast_trainable(model)
         if not setup.on_gpu:
             use_fast_dropout(model)
-        compute_last_layer_for_first_token(model)
+        compute_last_layer_for_first_token(model) or compute_last_layer_for_last_token(model)
         return model
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
@@ -395,6 +401,10 @@ class Cell:
             provenance = environment(setup.precision.name)
             strategy_state = setup.strategy.final_state(
                 setup.accelerator.unwrap_model(built.model))
+        memory_tools = {**measured.memory_tools, "estimate_check": cpu_estimate_check(
+            measured.memory_tools["estimate"]["total_bytes"], memory["peak_bytes"],
+            self.rss_baseline.get("baseline_rss_bytes"))
+            if memory.get("source") == "cpu_rss" and len(rank_peaks) <= 1 else None}
         record = builders.ok_record(
             self.spec, resolved=self._resolved(setup, inputs, built),
             data_hygiene=inputs.data_hygiene or {},
@@ -404,8 +414,9 @@ class Cell:
                     "adapter_bytes": measured.adapter_bytes},
             time=self._time(trained, tested),
             memory={**memory, "batch_size": self.spec.batch_size,
-                    "max_length": self.spec.max_length, "timeline": timeline.report()},
-            memory_tools=measured.memory_tools,
+                    "max_length": self.spec.max_length, **self.rss_baseline,
+                    "timeline": timeline.report()},
+            memory_tools=memory_tools,
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
             strategy_state=strategy_state,
@@ -463,6 +474,7 @@ class Cell:
             "data_fingerprint": {name: splits[name].fingerprint() for name in SPLITS},
             **({"four_bit_kernel": note} if (note := kernel_note(
                 model, setup.accelerator.device.type)) else {}),
+            "model_source": model_source(resolve_model_path(self.spec.model)),
         }
 
     @staticmethod

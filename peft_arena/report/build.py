@@ -162,6 +162,11 @@ _COLUMNS = (
             "the estimate's error against torch's peak allocated GPU memory (GPU records only;"
             " on CPU the peak resident memory is mostly the interpreter and its libraries).",
             None, optional=True),
+    _Column("est. error CPU", "estimate_error_cpu_mean", _signed_pct,
+            "the estimate's error against the peak resident memory above the cell's baseline "
+            "after setup (CPU records; the rise also holds the data, the tokenizer and the "
+            "model file's pages while it loads: measure/estimate_check.py).",
+            None, optional=True),
     _Column("train s", "train_s_mean", _fixed(1),
             "mean wall-clock seconds of the training phase (every phase: see Details).",
             "min"),
@@ -366,6 +371,9 @@ def provenance_line(frame: pd.DataFrame) -> str:
     fields = [("model", "model"), ("precision", "precision"), ("CPU", "cpu"), ("GPU", "gpu"),
               ("hardware", "hardware")]
     parts = [f"{label}: {text}" for label, col in fields if (text := _distinct(frame[col]))]
+    if "model_source" in frame and (sources := _distinct(frame["model_source"])):
+        # config.gguf_source: a quantized file's rounding of the weights, not the original.
+        parts.append(f"weights: {sources} (not the original bf16 checkpoint)")
     if commit := _distinct(frame["git_commit"]):
         parts.append(f"git commit: {_short_commit(commit)}{_dirty_text(frame)}")
     n_failed = int((frame["status"] != "ok").sum())

@@ -30,11 +30,12 @@ RETENTION_COLUMNS = ["cka", "transfer_task", "transfer_base", "transfer_tuned", 
                      "perplexity_ratio", "update_norm", "update_rank", "update_rank_max",
                      "intruders"]
 FRAME_COLUMNS = [
-    "task", "strategy", "seed", "model", "config_hash", "cell_id", "status",
+    "task", "strategy", "seed", "model", "config_hash", "cell_id", "status", "model_source",
     "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
     *PHASES, "total_s", "train_samples_per_s", "train_tokens_per_s", "mfu",
     "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
     *(f"memory_{stat}_mb" for stat in ("max", "mean", "p99")), "train_memory_p99_mb",
+    "estimate_error_cpu", "rss_above_baseline_mb",
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
     "cpu", "gpu", "hardware", "git_commit", "git_dirty",
@@ -48,6 +49,7 @@ SUMMARY_METRICS = {
     "estimate_mb": "estimate_mb", "estimate_error": "estimate_error",
     "memory_mean": "memory_mean_mb", "memory_p99": "memory_p99_mb",
     "train_memory_p99": "train_memory_p99_mb",
+    "estimate_error_cpu": "estimate_error_cpu", "rss_above_baseline_mb": "rss_above_baseline_mb",
     "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
     **{phase: phase for phase in PHASES if phase != "train_s"},
     "cka": "cka", "transfer_delta": "transfer_delta", "perplexity_ratio": "perplexity_ratio",
@@ -146,6 +148,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "strategy": spec.get("strategy") or _id_part(cell_id, 1) or "unknown",
         "seed": _integer(spec.get("seed", seed_part.removeprefix("seed"))),
         "model": _text(spec.get("model")),
+        "model_source": _model_source_text(dig(record, "resolved", "model_source")),
         "config_hash": cell_id.rsplit("__", 1)[-1] if "__" in cell_id else "unknown",
         "cell_id": cell_id or None,
         "status": status if isinstance(status, str) else ("failed" if error else "ok"),
@@ -200,6 +203,14 @@ def _retention_columns(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _model_source_text(source: Any) -> str | None:
+    """`GGUF Q4_1, dequantized` for weights read from a quantized file; None for others."""
+    if not isinstance(source, dict) or not source.get("format"):
+        return None
+    text = f"{str(source['format']).upper()} {source.get('quantization') or '?'}"
+    return f"{text}, dequantized" if source.get("dequantized") else text
+
+
 def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
     """The dry run's memory estimate, and its relative error against torch's peak allocated
     memory, which counts the same tensors (GPU records only: a CPU process's peak resident
@@ -208,7 +219,11 @@ def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
     estimate = _number(dig(record, "memory_tools", "estimate", "total_bytes"))
     measured = _number(dig(record, "memory", "torch_peak_allocated_bytes"))
     error = (estimate - measured) / measured if measured > 0 else math.nan
-    return {"estimate_mb": estimate / MIB, "estimate_error": error}
+    # CPU records since measure.estimate_check: against the peak above the setup baseline.
+    cpu_error = _number(dig(record, "memory_tools", "estimate_check", "error"))
+    cpu_measured = _number(dig(record, "memory_tools", "estimate_check", "measured_bytes"))
+    return {"estimate_mb": estimate / MIB, "estimate_error": error,
+            "estimate_error_cpu": cpu_error, "rss_above_baseline_mb": cpu_measured / MIB}
 
 
 def _timeline_columns(timeline: Any) -> dict[str, float]:
@@ -286,11 +301,24 @@ def load_frame(results_dir: Path) -> pd.DataFrame:
 
 def strategy_labels(frame: pd.DataFrame) -> pd.Series:
     """`strategy`, or `strategy@hash` where a task ran the strategy under several configs.
+    When the records hold more than one model, each label starts with its model's short name
+    (`smollm2 lora`), so tables and charts keep the models apart.
 
     Different configurations are different experiments: averaging them would hide that.
     """
-    n_configs = frame.groupby(["task", "strategy"])["config_hash"].transform("nunique")
-    return frame["strategy"].where(n_configs <= 1, frame["strategy"] + "@" + frame["config_hash"])
+    models = frame["model"].fillna("").astype(str)
+    if models.nunique() > 1:
+        names = models.map(model_label) + " " + frame["strategy"]
+        keys = [frame["task"], models, frame["strategy"]]
+    else:
+        names, keys = frame["strategy"], [frame["task"], frame["strategy"]]
+    n_configs = frame.groupby(keys)["config_hash"].transform("nunique")
+    return names.where(n_configs <= 1, names + "@" + frame["config_hash"])
+
+
+def model_label(model: str) -> str:
+    """A model's short name: an alias as given, a folder or file by its last part."""
+    return Path(model.rstrip("/")).name or model if model else "?"
 
 
 def labelled(frame: pd.DataFrame) -> pd.DataFrame:
