@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -118,6 +119,9 @@ def browser():
     sync_api = pytest.importorskip("playwright.sync_api",
                                    reason="playwright is in the test extra")
     if not Path(CHROMIUM).exists():
+        # CI installs Chromium and sets this, so that a missing browser fails there.
+        if os.environ.get("PEFT_ARENA_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"PEFT_ARENA_REQUIRE_BROWSER=1 but no Chromium at {CHROMIUM}")
         pytest.skip(f"no Chromium at {CHROMIUM} (CI installs the Debian package `chromium`)")
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)

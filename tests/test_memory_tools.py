@@ -203,7 +203,10 @@ def test_the_report_shows_the_estimates_error_against_torchs_gpu_peak():
 
     gpu = {"memory_tools": {"estimate": {"total_bytes": 3 * 2**30}},
            "memory": {"torch_peak_allocated_bytes": 4 * 2**30, "source": "nvml"}}
-    assert _estimate_columns(gpu) == {"estimate_mb": 3 * 1024, "estimate_error": -0.25}
+    gpu_columns = _estimate_columns(gpu)
+    assert (gpu_columns["estimate_mb"], gpu_columns["estimate_error"]) == (3 * 1024, -0.25)
+    # A GPU record has no CPU check: its error against resident memory stays unknown.
+    assert gpu_columns["estimate_error_cpu"] != gpu_columns["estimate_error_cpu"]
     cpu = {"memory_tools": {"estimate": {"total_bytes": 2**20}},
            "memory": {"peak_bytes": 700 * 2**20, "source": "cpu_rss"}}
     columns = _estimate_columns(cpu)

@@ -9,7 +9,7 @@ import pytest
 
 from peft_arena.cell.modeling import load_model
 from peft_arena.cell.optim import build_optimizer, is_head_parameter
-from peft_arena.config.spec import HASHED_WHEN_SET, CellSpec
+from peft_arena.config.spec import HASHED_WHEN_SET, RUN_ONLY_KEYS, CellSpec
 from peft_arena.errors import UserError
 from peft_arena.strategies import load_strategies
 
@@ -52,7 +52,7 @@ def test_an_unset_head_rate_leaves_the_cell_identity_as_before():
     # The hash of a cell made before the setting existed: the same dict without the keys
     # added since (each left out of the hash while unset).
     data = spec.to_dict()
-    for key in ("seed", "tracker", "save_model", *HASHED_WHEN_SET):
+    for key in ("seed", *RUN_ONLY_KEYS, *HASHED_WHEN_SET):
         data.pop(key)
     old = hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
     assert spec.config_hash() == old[:10]

@@ -1,4 +1,4 @@
-"""Retention of the base model (measure.retention, measure.probe_texts) and the weight update
+"""Retention of the base model (measure.retention, cell.probe_texts) and the weight update
 (measure.weight_update), on tiny random models and small synthetic task folders."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from peft_arena.cell import hygiene
+from peft_arena.cell.probe_texts import draw_probe_set
 from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
 from peft_arena.measure import retention, weight_update
-from peft_arena.measure.probe_texts import draw_probe_set
 from tests.conftest import write_jsonl
 
 # ---------------------------------------------------------------- CKA
@@ -405,7 +405,7 @@ def test_measure_retention_is_a_run_setting_that_keeps_the_cell_id():
 
 
 def test_transfer_task_is_the_documented_pair_else_another_with_texts():
-    from peft_arena.measure.probe_texts import ProbeSet
+    from peft_arena.measure.probe_set import ProbeSet
 
     both = ProbeSet(["t"] * 20, ["agnews"] * 10 + ["imdb"] * 10, [0] * 20, {})
     only_imdb = ProbeSet(["t"] * 10, ["imdb"] * 10, [0] * 10, {})

@@ -18,10 +18,10 @@ import torch
 from peft_arena.cell.data import resolve_data_dir
 from peft_arena.cell.memory_tools import base_dtype
 from peft_arena.cell.modeling import inference_attention, load_model
+from peft_arena.cell.probe_texts import draw_probe_set
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
-from peft_arena.measure.probe_texts import draw_probe_set
 from peft_arena.measure.retention import retention_section
 from peft_arena.measure.weight_update import weight_update_section
 from peft_arena.records.schema import Retention, WeightUpdate

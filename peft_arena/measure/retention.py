@@ -1,4 +1,4 @@
-"""What the tuned model kept of the base model, measured on the probe set (measure.probe_texts).
+"""What the tuned model kept of the base model, measured on the probe set (cell.probe_texts).
 
 Three figures, each against the same figure of the untouched base model:
 
@@ -36,7 +36,7 @@ import torch
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
 from peft_arena.config.paths import cache_root
-from peft_arena.measure.probe_texts import ProbeSet
+from peft_arena.measure.probe_set import ProbeSet
 
 # Probe texts are cut to this many tokens (or the cell's max_length, if shorter): the figures
 # compare two models on the same inputs, so long inputs buy no accuracy, only time.

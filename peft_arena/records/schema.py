@@ -269,7 +269,7 @@ class RetentionLM(TypedDict, total=False):
 
 class Retention(TypedDict, total=False):
     """measure.retention: what the tuned model kept of the base model on general probe texts
-    (measure.probe_texts). Absent when measure_retention is false and in older records."""
+    (cell.probe_texts). Absent when measure_retention is false and in older records."""
 
     measured: bool  # False: `reason` says why (no probe texts could be read, ...)
     reason: str

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ from peft_arena.cell import hygiene
 from peft_arena.config.paths import cache_root
 from peft_arena.config.tasks import TaskSpec, builtin_tasks, resolve_task
 from peft_arena.errors import UserError
+from peft_arena.measure.probe_set import ProbeSet
 
 # 256 a task: enough for a linear CKA whose seed-to-seed spread is well below the gaps between
 # strategies, and for a 4-class probe; two source tasks make 512 texts, one forward pass of
@@ -35,37 +36,11 @@ from peft_arena.errors import UserError
 TEXTS_PER_TASK = 256
 DRAW_SEED = 0
 # The draw's own version: change it when the drawing changes, so cached sets are redrawn.
-DRAW_VERSION = 1
+DRAW_VERSION = 2
 
 
-@dataclass
-class ProbeSet:
-    """Texts with their source task and that task's label id."""
-
-    texts: list[str]
-    tasks: list[str]
-    labels: list[int]
-    sources: dict[str, str]  # task -> where its texts came from (folder or Hub data set)
-    unavailable: dict[str, str] = field(default_factory=dict)  # task -> why it was left out
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def digest(self) -> str:
-        """Hash of the texts, their tasks and labels: names the set in records and caches."""
-        blob = json.dumps([self.texts, self.tasks, self.labels], ensure_ascii=False).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
-
-    def indices_of(self, task: str) -> np.ndarray:
-        return np.flatnonzero(np.asarray(self.tasks) == task)
-
-    def describe(self) -> dict[str, Any]:
-        """The record's description of the set (its texts stay in the cache)."""
-        counts = {task: len(self.indices_of(task)) for task in self.sources}
-        return {"hash": self.digest, "texts": len(self), "per_task": counts,
-                "sources": self.sources, "unavailable": self.unavailable,
-                "draw_seed": DRAW_SEED, "text_match": hygiene.TEXT_MATCH}
+def _drawn_with(seed: int) -> dict[str, Any]:
+    return {"draw_seed": seed, "text_match": hygiene.TEXT_MATCH}
 
 
 def source_tasks(trained: str) -> list[str]:
@@ -139,8 +114,8 @@ def draw_probe_set(trained: TaskSpec, data_dir: Path | None, *, per_task: int = 
     except UserError as exc:
         # Without the trained task's texts there is nothing to keep the probe apart from.
         return ProbeSet([], [], [], {}, {name: f"trained task's data unreadable: {exc}"
-                                         for name in sources})
-    probe = ProbeSet([], [], [], {})
+                                         for name in sources}, drawn_with=_drawn_with(seed))
+    probe = ProbeSet([], [], [], {}, drawn_with=_drawn_with(seed))
     for name in sources:
         task = resolve_task(name)
         try:
