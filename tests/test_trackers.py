@@ -4,6 +4,7 @@ every validation pass at its step, the test metrics, the settings), all offline.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -108,9 +109,25 @@ def _offline_wandb(tmp_path: Path, monkeypatch) -> Path:
     return tmp_path / "wandb"
 
 
-def _wandb_log(folder: Path) -> Path:
-    [log] = folder.glob("offline-run-*/run-*.wandb")
-    return log
+def _ended(log: Path) -> bool:
+    try:
+        return wandb_log.run_info(log)["exit_code"] is not None
+    except Exception:  # a record still being written: read again
+        return False
+
+
+def _wandb_log(folder: Path, timeout_s: float = 60.0) -> Path:
+    """The offline run's log, once it holds the run's end: W&B's service process writes it
+    after the run finishes, so on a loaded machine the file can still be empty at first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        logs = list(folder.glob("offline-run-*/run-*.wandb"))
+        if len(logs) == 1 and _ended(logs[0]):
+            return logs[0]
+        if time.monotonic() > deadline:
+            [log] = logs  # one log, which never ended: the assertions say what it lacks
+            return log
+        time.sleep(0.2)
 
 
 def test_wandb_offline_run_holds_every_pass_the_test_metrics_and_the_settings(
