@@ -44,7 +44,7 @@ def test_run_writes_one_record_per_cell(finished_run):
         assert record["spec"]["learning_rate"] == wanted
         phases = record["time"]["phases"]
         assert set(phases) == {"setup_s", "data_s", "tokenize_s", "model_s", "train_s",
-                               "validate_s", "eval_s", "measure_s"}
+                               "validate_s", "eval_s", "measure_s", "retention_s"}
         assert sum(phases.values()) <= record["time"]["total_s"]
     full = json.loads(next((results / "records").glob("synth__full__*.json")).read_text())
     assert full["metrics"]["accuracy"] > 0.55  # three classes: chance is a third
