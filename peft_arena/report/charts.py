@@ -230,6 +230,14 @@ def _draw_tradeoff(tradeoff: Tradeoff, data: pd.DataFrame, hue: str, palette: Pa
         ax.set_title(task, fontsize=11)
         ax.set_xlabel(xlabel)
     axes[0].set_ylabel("test accuracy (fraction correct)")
+    front_legend(fig, points, hue, palette)
+    note = _seed_note(data, hue, "bars")
+    fig.suptitle(f"{tradeoff.title} (up and left is better; {note})", fontsize=12)
+    return _save(fig, path)
+
+
+def front_legend(fig: Figure, points: pd.DataFrame, hue: str, palette: Palette) -> None:
+    """One marker per strategy drawn, and the Pareto front's ring, right of the panels."""
     handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=palette[label],
                                        label=label)
                for label in palette if label in set(points[hue])]
@@ -238,9 +246,6 @@ def _draw_tradeoff(tradeoff: Tradeoff, data: pd.DataFrame, hue: str, palette: Pa
                                            label="Pareto front"))
     # Centred on the right: at the top it would run into the title of a one-panel figure.
     fig.legend(handles=handles, loc="outside right center", title="strategy", frameon=False)
-    note = _seed_note(data, hue, "bars")
-    fig.suptitle(f"{tradeoff.title} (up and left is better; {note})", fontsize=12)
-    return _save(fig, path)
 
 
 def _label_clusters(points: pd.DataFrame, hue: str) -> list[tuple[list[str], float, float]]:

@@ -12,13 +12,12 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-import matplotlib
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from peft_arena.report.charts import _save, _seed_note, pareto_mask
+from peft_arena.report.charts import _save, _seed_note, front_legend, pareto_mask
 
 PLANE_NAME = "accuracy_vs_retention"
 PLANE_TITLE = "Accuracy vs retention (CKA to the base model)"
@@ -79,13 +78,7 @@ def write_plane(frame: pd.DataFrame, out_dir: Path, hue: str = "strategy") -> li
         ax.grid(alpha=0.3)
         ax.set_axisbelow(True)
     axes[0].set_ylabel("test accuracy (fraction correct)")
-    handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=palette[label],
-                                       label=label)
-               for label in palette if label in set(points[hue])]
-    handles.append(matplotlib.lines.Line2D([], [], color="black", linestyle="--", marker="o",
-                                           markerfacecolor="none", markersize=11,
-                                           label="Pareto front"))
-    fig.legend(handles=handles, loc="outside right center", title="strategy", frameon=False)
+    front_legend(fig, points, hue, palette)
     note = _seed_note(data, hue, "bars")
     fig.suptitle(f"{PLANE_TITLE} (up and right is better; {note})", fontsize=12)
     out_dir = Path(out_dir)
