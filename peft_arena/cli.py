@@ -208,7 +208,9 @@ def _plan_table(cells, counts) -> Table:
 
     # Few columns and a light frame, so an 80-column terminal still shows whole numbers.
     table = Table(title=f"{len(cells)} cells", box=box.SIMPLE_HEAD)
-    for column in ("task", "strategy", "seed", "training", "peft settings"):
+    with_model = _several_models(cells)
+    for column in ("task", *(("model",) if with_model else ()), "strategy", "seed",
+                   "training", "peft settings"):
         table.add_column(column, overflow="fold")
     for column in ("trainable", "total", "%"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -217,9 +219,21 @@ def _plan_table(cells, counts) -> Table:
                     f"max_length={c.max_length}, train_n={c.max_train_samples or 'all'}, "
                     f"{resolve_precision(c.precision).name}")
         peft = ", ".join(f"{k}={v}" for k, v in c.peft.items() if v is not None) or "-"
-        table.add_row(c.task, c.strategy, str(c.seed), training, peft, f"{n.trainable:,}",
-                      f"{n.total:,}", f"{n.trainable_pct:.2f}")
+        table.add_row(c.task, *_model_cell(c, with_model), c.strategy, str(c.seed), training,
+                      peft, f"{n.trainable:,}", f"{n.total:,}", f"{n.trainable_pct:.2f}")
     return table
+
+
+def _several_models(cells) -> bool:
+    """A preset with `models:` plans the same task and strategy once per model: the tables
+    then name the model, or their rows would read as duplicates."""
+    return len({c.model for c in cells}) > 1
+
+
+def _model_cell(cell, shown: bool) -> tuple[str, ...]:
+    from peft_arena.report.results import model_label
+
+    return (model_label(cell.model),) if shown else ()
 
 
 def _gib(n: int) -> str:
@@ -231,7 +245,8 @@ def _memory_table(cells, estimates) -> Table:
     (with or without gradient checkpointing) is the one the total counts."""
     table = Table(title="Estimated training memory (GiB; no CUDA context or allocator reserve)",
                   box=box.SIMPLE_HEAD)
-    for column in ("task", "strategy", "batch x length"):
+    with_model = _several_models(cells)
+    for column in ("task", *(("model",) if with_model else ()), "strategy", "batch x length"):
         table.add_column(column, overflow="fold")
     for column in ("weights", "grads+AdamW", "activations", "with checkpointing", "total"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -239,7 +254,8 @@ def _memory_table(cells, estimates) -> Table:
         if c.seed != cells[0].seed:
             continue  # seeds share the estimate
         marks = ("", " *") if e.gradient_checkpointing else (" *", "")
-        table.add_row(c.task, c.strategy, f"{c.batch_size} x {c.max_length}",
+        table.add_row(c.task, *_model_cell(c, with_model), c.strategy,
+                      f"{c.batch_size} x {c.max_length}",
                       _gib(e.weights_bytes),
                       _gib(e.gradients_bytes + e.optimizer_bytes + e.autocast_bytes),
                       _gib(e.activations_bytes) + marks[0],

@@ -81,3 +81,28 @@ def test_the_decoders_preset_plans_both_models():
     models = {c.model for c in cells}
     assert models == {"minilm", "smollm2"}
     assert {c.task for c in cells} == {"imdb", "agnews", "banking77"}
+
+
+def test_the_dry_run_tables_name_the_model_when_a_preset_has_several(preset):
+    import io
+    from types import SimpleNamespace
+
+    from rich.console import Console
+
+    from peft_arena.cli import _plan_table
+
+    def rendered(cells) -> list[str]:
+        counts = [SimpleNamespace(trainable=1, total=2, trainable_pct=50.0) for _ in cells]
+        console = Console(width=400, record=True, file=io.StringIO())
+        console.print(_plan_table(cells, counts))
+        return console.export_text().splitlines()
+
+    rows = [line for line in rendered(_cells(preset, ["lora"])) if "lora" in line]
+    assert len(rows) == 2
+    assert [("minilm" in row, "smollm2" in row) for row in rows] == [(True, False),
+                                                                      (False, True)]
+    header = next(line for line in rendered(_cells(preset, ["lora"])) if "strategy" in line)
+    assert "model" in header
+    # One model: no model column (the plan reads as before).
+    one = rendered(_cells(preset, ["full"]))
+    assert not any("model" in line for line in one)
