@@ -49,3 +49,18 @@ def test_model_labels():
     assert model_label("/cache/gguf/SmolLM2-360M.Q8_0.gguf") == "SmolLM2-360M.Q8_0.gguf"
     assert model_label("/models/qwen/") == "qwen"
     assert model_label("Qwen/Qwen2.5-0.5B") == "Qwen2.5-0.5B"
+
+
+def test_each_model_has_its_own_marker_shape_in_the_trade_off_charts():
+    import pandas as pd
+
+    from peft_arena.report.charts import markers_by_label
+
+    frame = pd.DataFrame({"model": ["minilm", "minilm", "smollm2", "smollm2"],
+                          "label": ["minilm full", "minilm lora", "smollm2 lora",
+                                    "smollm2 ia3"]})
+    markers = markers_by_label(frame, "label")
+    assert markers["minilm full"] == markers["minilm lora"]
+    assert markers["smollm2 lora"] == markers["smollm2 ia3"] != markers["minilm lora"]
+    one_model = frame.assign(model="minilm")
+    assert set(markers_by_label(one_model, "label").values()) == {"o"}

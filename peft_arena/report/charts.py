@@ -77,6 +77,8 @@ TRADEOFFS: tuple[Tradeoff, ...] = (
     Tradeoff("accuracy_vs_time", "train_s", "Accuracy vs training time",
              "train time (s, log scale)"),
 )
+# A point's shape names its model when a folder holds several (its colour, the strategy).
+MODEL_MARKERS = ("o", "s", "^", "D", "v", "P")
 CURVE_PANELS = (("train_loss", "training loss"), ("val_loss", "validation loss"),
                 ("val_accuracy", "validation accuracy"))
 
@@ -216,9 +218,22 @@ def _points(data: pd.DataFrame, hue: str, column: str) -> pd.DataFrame:
     return points
 
 
+def markers_by_label(data: pd.DataFrame, hue: str) -> dict[str, str]:
+    """label -> marker: one shape per model where the data holds several models (an encoder
+    fully tuned beside a decoder with an adapter reads at a glance), circles otherwise."""
+    labels = data[hue].astype(str)
+    if "model" not in data or data["model"].nunique() <= 1:
+        return dict.fromkeys(labels.unique(), "o")
+    models = sorted(data["model"].astype(str).unique())
+    shape = {model: MODEL_MARKERS[i % len(MODEL_MARKERS)] for i, model in enumerate(models)}
+    return {str(label): shape[str(model)]
+            for label, model in data["model"].groupby(labels).first().items()}
+
+
 def _draw_tradeoff(tradeoff: Tradeoff, data: pd.DataFrame, hue: str, palette: Palette,
                    path: Path) -> Path:
     points = _points(data, hue, tradeoff.column)
+    markers = markers_by_label(data, hue)
     tasks = sorted(points["task"].astype(str).unique())
     fig = Figure(figsize=(1.0 + 4.6 * len(tasks), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(tasks), squeeze=False)[0])
@@ -226,20 +241,23 @@ def _draw_tradeoff(tradeoff: Tradeoff, data: pd.DataFrame, hue: str, palette: Pa
     if tradeoff.column == "peak_mb":
         xlabel = f"{xlabel}\n{_memory_note(data)}"
     for ax, task in zip(axes, tasks, strict=True):
-        _tradeoff_panel(ax, points[points["task"] == task], hue, palette)
+        _tradeoff_panel(ax, points[points["task"] == task], hue, palette, markers)
         ax.set_title(task, fontsize=11)
         ax.set_xlabel(xlabel)
     axes[0].set_ylabel("test accuracy (fraction correct)")
-    front_legend(fig, points, hue, palette)
+    front_legend(fig, points, hue, palette, markers)
     note = _seed_note(data, hue, "bars")
     fig.suptitle(f"{tradeoff.title} (up and left is better; {note})", fontsize=12)
     return _save(fig, path)
 
 
-def front_legend(fig: Figure, points: pd.DataFrame, hue: str, palette: Palette) -> None:
-    """One marker per strategy drawn, and the Pareto front's ring, right of the panels."""
-    handles = [matplotlib.lines.Line2D([], [], marker="o", linestyle="", color=palette[label],
-                                       label=label)
+def front_legend(fig: Figure, points: pd.DataFrame, hue: str, palette: Palette,
+                 markers: dict[str, str] | None = None) -> None:
+    """One marker per strategy drawn (in its model's shape), and the Pareto front's ring,
+    right of the panels."""
+    markers = markers or {}
+    handles = [matplotlib.lines.Line2D([], [], marker=markers.get(label, "o"), linestyle="",
+                                       color=palette[label], label=label)
                for label in palette if label in set(points[hue])]
     handles.append(matplotlib.lines.Line2D([], [], color="black", linestyle="--", marker="o",
                                            markerfacecolor="none", markersize=11,
@@ -264,7 +282,8 @@ def _label_clusters(points: pd.DataFrame, hue: str) -> list[tuple[list[str], flo
     return clusters
 
 
-def _tradeoff_panel(ax: Axes, points: pd.DataFrame, hue: str, palette: Palette) -> None:
+def _tradeoff_panel(ax: Axes, points: pd.DataFrame, hue: str, palette: Palette,
+                    markers: dict[str, str]) -> None:
     front = points[points["pareto"]].sort_values("cost")
     # The front as a staircase: each step is the best accuracy available at that cost.
     ax.step(front["cost"], front["accuracy"], where="post", color="black", linestyle="--",
@@ -273,7 +292,8 @@ def _tradeoff_panel(ax: Axes, points: pd.DataFrame, hue: str, palette: Palette) 
         colour = palette[point[hue]]
         ax.errorbar(point["cost"], point["accuracy"],
                     yerr=point["accuracy_sd"] if math.isfinite(point["accuracy_sd"]) else None,
-                    fmt="o", color=colour, markersize=7, capsize=3, zorder=3)
+                    fmt=markers.get(point[hue], "o"), color=colour, markersize=7, capsize=3,
+                    zorder=3)
         if point["pareto"]:
             ax.plot(point["cost"], point["accuracy"], "o", markersize=13, markeredgewidth=1.2,
                     markerfacecolor="none", markeredgecolor="black", zorder=2)

@@ -17,7 +17,13 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from peft_arena.report.charts import _save, _seed_note, front_legend, pareto_mask
+from peft_arena.report.charts import (
+    _save,
+    _seed_note,
+    front_legend,
+    markers_by_label,
+    pareto_mask,
+)
 
 PLANE_NAME = "accuracy_vs_retention"
 PLANE_TITLE = "Accuracy vs retention (CKA to the base model)"
@@ -48,6 +54,7 @@ def write_plane(frame: pd.DataFrame, out_dir: Path, hue: str = "strategy") -> li
         return []
     data = data.assign(**{hue: data[hue].astype(str)})
     points = plane_points(data, hue)
+    markers = markers_by_label(data, hue)
     tasks = sorted(points["task"].astype(str).unique())
     fig = Figure(figsize=(1.0 + 4.6 * len(tasks), 4.4), layout="constrained")
     axes = np.atleast_1d(fig.subplots(1, len(tasks), squeeze=False)[0])
@@ -62,7 +69,8 @@ def write_plane(frame: pd.DataFrame, out_dir: Path, hue: str = "strategy") -> li
                         xerr=point["cka_sd"] if math.isfinite(point["cka_sd"]) else None,
                         yerr=point["accuracy_sd"] if math.isfinite(point["accuracy_sd"])
                         else None,
-                        fmt="o", color=palette[point[hue]], markersize=7, capsize=3, zorder=3)
+                        fmt=markers.get(point[hue], "o"), color=palette[point[hue]],
+                        markersize=7, capsize=3, zorder=3)
             if point["pareto"]:
                 ax.plot(point["cka"], point["accuracy"], "o", markersize=13,
                         markeredgewidth=1.2, markerfacecolor="none", markeredgecolor="black",
@@ -78,7 +86,7 @@ def write_plane(frame: pd.DataFrame, out_dir: Path, hue: str = "strategy") -> li
         ax.grid(alpha=0.3)
         ax.set_axisbelow(True)
     axes[0].set_ylabel("test accuracy (fraction correct)")
-    front_legend(fig, points, hue, palette)
+    front_legend(fig, points, hue, palette, markers)
     note = _seed_note(data, hue, "bars")
     fig.suptitle(f"{PLANE_TITLE} (up and right is better; {note})", fontsize=12)
     out_dir = Path(out_dir)
