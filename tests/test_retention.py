@@ -97,10 +97,10 @@ def test_the_probe_is_deterministic_for_a_seed():
 # ---------------------------------------------------------------- the LM head
 
 
-def test_base_body_with_its_own_head_gives_the_base_models_lm_loss(tmp_path):
+def _tiny_causal_llama(folder: Path):
+    """A tiny Llama language model with tied embeddings, saved with its tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from peft_arena.cell.modeling import load_tokenizer
     from tests.tiny_decoders import synthetic_texts, train_tokenizer
 
     tokenizer = train_tokenizer(synthetic_texts())
@@ -110,8 +110,16 @@ def test_base_body_with_its_own_head_gives_the_base_models_lm_loss(tmp_path):
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         tie_word_embeddings=True, initializer_range=0.2))
-    causal.save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    causal.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return causal
+
+
+def test_base_body_with_its_own_head_gives_the_base_models_lm_loss(tmp_path):
+    from peft_arena.cell.modeling import load_tokenizer
+    from tests.tiny_decoders import synthetic_texts
+
+    causal = _tiny_causal_llama(tmp_path)
     model, _ = _load(tmp_path, labels=2)  # the sequence-classification twin
     body = retention.body_of(model)
     head, source = retention.language_model_head(str(tmp_path), body.config, body)
@@ -130,6 +138,33 @@ def test_base_body_with_its_own_head_gives_the_base_models_lm_loss(tmp_path):
             tokens += len(ids) - 1
     assert outputs.lm_tokens == tokens
     assert outputs.perplexity == pytest.approx(math.exp(total / tokens), rel=1e-5)
+
+
+def test_a_pruned_untouched_decoder_keeps_its_perplexity(tmp_path, builtin_data):
+    """The cell prunes a decoder's last layer to the position its head reads; retention reads
+    every position through the LM head, so it must see the layer whole: an untouched model,
+    pruned as a cell prunes it, keeps perplexity ratio 1 and CKA 1."""
+    from peft_arena.cell.last_token import compute_last_layer_for_last_token
+    from peft_arena.cell.modeling import load_tokenizer
+    from peft_arena.cell.retention_step import measure_retention
+    from peft_arena.config.spec import CellSpec
+
+    _tiny_causal_llama(tmp_path / "llama")
+    model, _ = _load(tmp_path / "llama", labels=4)
+    assert compute_last_layer_for_last_token(model)
+    tokenizer = load_tokenizer(str(tmp_path / "llama"))
+    spec = CellSpec(model=str(tmp_path / "llama"), task="agnews", strategy="full",
+                    max_length=24)
+    kept = measure_retention(spec, model, tokenizer=tokenizer,
+                             label_names=[f"c{i}" for i in range(4)],
+                             pad_id=tokenizer.pad_token_id, data_dir=builtin_data,
+                             is_peft=False, precision_name="fp32").retention
+    assert kept["measured"], kept
+    assert kept["lm"]["perplexity_ratio"] == pytest.approx(1.0, rel=1e-4)
+    assert kept["cka"] == pytest.approx(1.0, abs=1e-5)
+    # The pruning is back in place for whatever runs after the measurement.
+    layer = model.model.layers[-1]
+    assert layer.first_token_only and "forward" in vars(layer)
 
 
 def test_an_encoder_says_why_it_has_no_lm_figure(tiny_bert, tmp_path):

@@ -116,6 +116,28 @@ def inference_attention(model: torch.nn.Module) -> Iterator[None]:
             base.set_attn_implementation(training_attention)
 
 
+@contextmanager
+def every_position(model: torch.nn.Module) -> Iterator[None]:
+    """The last layer computing every position again inside the block.
+
+    The first- and last-token pruning (cell.first_token, cell.last_token) computes the last
+    layer only where the classification head reads it; every other position of the last
+    hidden states then holds no real value. A reader of all positions (retention's language
+    model head, which scores every next token) needs the layer whole."""
+    pruned = [module for module in model.modules()
+              if getattr(module, "first_token_only", False) and "forward" in vars(module)]
+    replaced = [module.forward for module in pruned]
+    for module in pruned:
+        del module.forward  # the class's own forward again
+        module.first_token_only = False
+    try:
+        yield
+    finally:
+        for module, forward in zip(pruned, replaced, strict=True):
+            module.forward = forward
+            module.first_token_only = True
+
+
 def _set_attention(model: torch.nn.Module, attention: str) -> bool:
     try:
         model.set_attn_implementation(attention)

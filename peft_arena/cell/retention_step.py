@@ -17,7 +17,7 @@ import torch
 
 from peft_arena.cell.data import resolve_data_dir
 from peft_arena.cell.memory_tools import base_dtype
-from peft_arena.cell.modeling import inference_attention, load_model
+from peft_arena.cell.modeling import every_position, inference_attention, load_model
 from peft_arena.cell.probe_texts import draw_probe_set
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
@@ -57,7 +57,9 @@ def measure_retention(spec: CellSpec, model: torch.nn.Module, *, tokenizer: Any,
 
     try:
         probe = draw_probe_set(resolve_task(spec.task_source), resolve_data_dir(data_dir))
-        with inference_attention(model):
+        # Every position: the probe's language-model loss reads all of them, not only the
+        # one the classification head reads (the cell's pruned last layer computes).
+        with inference_attention(model), every_position(model):
             retention = retention_section(
                 tuned=model, load_base_model=load_base, tokenizer=tokenizer,
                 model_path=model_path, trained_task=spec.task, probe=probe,
