@@ -12,6 +12,7 @@ from peft_arena.cell.first_token import compute_last_layer_for_first_token
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.flops import FlopModel
 from peft_arena.strategies import load_strategies
+from tests.support.same_outputs import assert_same_logits_and_gradients
 
 
 def _pair(path, strategy: str, attention: str):
@@ -41,16 +42,8 @@ def _batch():
 def test_same_logits_and_gradients(kind, strategy, attention, request):
     model, pruned = _pair(request.getfixturevalue(kind), strategy, attention)
     batch = _batch()
-    model.eval(), pruned.eval()  # no dropout anywhere (adapters have their own), grads still flow
-    expected, got = model(**batch), pruned(**batch)
-    assert torch.allclose(expected.logits, got.logits, atol=1e-5)
-    expected.loss.backward()
-    got.loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    pruned_grads = {n: p.grad for n, p in pruned.named_parameters() if p.grad is not None}
-    assert grads.keys() == pruned_grads.keys() and grads
-    for name, grad in grads.items():
-        assert torch.allclose(grad, pruned_grads[name], atol=1e-5), name
+    model.eval(), pruned.eval()
+    assert_same_logits_and_gradients(model, pruned, batch)
 
 
 def test_padding_beyond_the_text_changes_nothing(tiny_bert):

@@ -13,6 +13,7 @@ from peft_arena.cell.padding import match_pad_token, prepare_padding
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.flops import FlopModel
 from peft_arena.strategies import load_strategies
+from tests.support.same_outputs import assert_same_logits_and_gradients
 
 
 def _pair(path, strategy: str, attention: str):
@@ -42,16 +43,8 @@ def _batch(tokenizer):
 def test_same_logits_and_gradients(kind, strategy, attention, request):
     model, pruned, tokenizer = _pair(request.getfixturevalue(kind), strategy, attention)
     batch = _batch(tokenizer)
-    model.eval(), pruned.eval()  # no dropout anywhere, gradients still flow
-    expected, got = model(**batch), pruned(**batch)
-    assert torch.allclose(expected.logits, got.logits, atol=1e-5)
-    expected.loss.backward()
-    got.loss.backward()
-    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
-    pruned_grads = {n: p.grad for n, p in pruned.named_parameters() if p.grad is not None}
-    assert grads.keys() == pruned_grads.keys() and grads
-    for name, grad in grads.items():
-        assert torch.allclose(grad, pruned_grads[name], atol=1e-5), name
+    model.eval(), pruned.eval()
+    assert_same_logits_and_gradients(model, pruned, batch)
 
 
 @pytest.mark.parametrize("kind", ["tiny_llama", "tiny_qwen2"])
