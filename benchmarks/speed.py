@@ -252,7 +252,10 @@ def main() -> None:
             specs = api.plan_cells(
                 tasks=[task], strategies=[strategy], model=args.model, seeds=seeds,
                 flags={"epochs": args.epochs, "max_train_samples": args.train_samples,
-                       "max_eval_samples": args.test_samples},
+                       "max_eval_samples": args.test_samples,
+                       # The recipes measure no retention: neither does the timed cell (on
+                       # SmolLM2 its probe pass alone is about a minute).
+                       "measure_retention": False},
             )
             benchmark(specs, data_dir, args.repeats, sides)
 
