@@ -57,13 +57,14 @@ def measure_retention(spec: CellSpec, model: torch.nn.Module, *, tokenizer: Any,
 
     try:
         probe = draw_probe_set(resolve_task(spec.task_source), resolve_data_dir(data_dir))
-        # Every position: the probe's language-model loss reads all of them, not only the
-        # one the classification head reads (the cell's pruned last layer computes).
-        with inference_attention(model), every_position(model):
+        with inference_attention(model):
             retention = retention_section(
                 tuned=model, load_base_model=load_base, tokenizer=tokenizer,
                 model_path=model_path, trained_task=spec.task, probe=probe,
-                max_length=spec.max_length, dtype_name=str(dtype).removeprefix("torch."))
+                max_length=spec.max_length, dtype_name=str(dtype).removeprefix("torch."),
+                # An LM head scores every position, not only the one the classification
+                # head reads (all that the cell's pruned last layer computes).
+                every_position=lambda: every_position(model))
     except Exception as exc:  # recorded, never fatal: see the module docstring
         retention = _not_measured(exc)
     try:

@@ -26,7 +26,8 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -314,12 +315,16 @@ def transfer_task(trained: str, probe: ProbeSet) -> str | None:
 
 def retention_section(*, tuned: torch.nn.Module, load_base_model: Any, tokenizer: Any,
                       model_path: str, trained_task: str, probe: ProbeSet, max_length: int,
-                      dtype_name: str) -> dict[str, Any]:
+                      dtype_name: str,
+                      every_position: Callable[[], AbstractContextManager[Any]] = nullcontext
+                      ) -> dict[str, Any]:
     """The record's retention section (records.schema.Retention).
 
     `tuned`: the trained classification model (any PEFT wrapper); `load_base_model`: a
     function that loads the untouched classification model the cell started from, called
-    only when the base side is not cached."""
+    only when the base side is not cached; `every_position`: a context in which `tuned`
+    computes every position of its last layer, entered only when an LM head reads them all
+    (the pooled features need the read position alone, which a pruned layer computes)."""
     started = time.perf_counter()
     if len(probe) == 0:
         return {"measured": False, "reason": "no probe texts: "
@@ -351,7 +356,8 @@ def retention_section(*, tuned: torch.nn.Module, load_base_model: Any, tokenizer
         base, meta = cached
         base_cache_hit = True
     tuned_started = time.perf_counter()
-    tuned_out = run_body(tuned_body, encoded, pad_id, last_token=last, lm_head=head)
+    with every_position() if head is not None else nullcontext():
+        tuned_out = run_body(tuned_body, encoded, pad_id, last_token=last, lm_head=head)
     probe_started = time.perf_counter()
     transfer_figures = _transfer_section(transfer, probe, meta.get("transfer_accuracy"),
                                          tuned_out.features)
