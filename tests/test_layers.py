@@ -17,6 +17,7 @@ LAYERS = [
     {"records", "measure"},
     {"architecture"},
     {"strategies"},
+    {"generation"},
     {"cell"},
     {"matrix", "report"},
     {"tools"},

@@ -68,7 +68,7 @@ class PromptFormat:
             raise UserError(f"The tokenizer of {name!r} has no chat template, but {why}; "
                             f"use a chat model or set chat_template: never with a prompt "
                             f"template.")
-        return has and self.chat != "never" or required
+        return (has and self.chat != "never") or required
 
 
 def render(fmt: PromptFormat, example: Example, text: str, tokenizer: Any, chat: bool) -> str:

@@ -103,11 +103,11 @@ def test_a_template_and_answer_longer_than_max_length_is_an_error(plain_tokenize
 
 
 def test_no_chat_template_when_one_was_asked_for(plain_tokenizer):
-    with pytest.raises(UserError, match="has no chat template.*chat_template: always"):
+    with pytest.raises(UserError, match=r"has no chat template.*chat_template: always"):
         encode([Example("x", "red")], PromptFormat(TEMPLATE, chat="always"), plain_tokenizer,
                64)
     turns = ({"role": "user", "content": "x"},)
-    with pytest.raises(UserError, match="has no chat template.*chat messages"):
+    with pytest.raises(UserError, match=r"has no chat template.*chat messages"):
         encode([Example("x", "red", messages=turns)], PromptFormat(), plain_tokenizer, 64)
 
 
