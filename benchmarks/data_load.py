@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from peft_arena.cell import data as task_data
 from peft_arena.config.tasks import resolve_task
+from peft_arena.data import loading as task_data
 
 
 def _pandas_jsonl(path: Path) -> pd.DataFrame:

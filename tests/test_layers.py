@@ -12,11 +12,13 @@ PACKAGE = Path(__file__).resolve().parents[1] / "peft_arena"
 # Lowest first; a module may import its own package and any lower layer, never a higher one
 # or a sibling on its own level.
 LAYERS = [
-    {"errors", "progress", "atomic_file", "nested", "library_logs"},
+    {"common"},
     {"config"},
+    {"data"},
     {"records", "measure"},
-    {"architecture"},
+    {"model"},
     {"strategies"},
+    {"train"},
     {"cell"},
     {"matrix", "report"},
     {"tools"},

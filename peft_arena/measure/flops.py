@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from peft.utils.other import ModulesToSaveWrapper
 
-from peft_arena import atomic_file
+from peft_arena.common import atomic_file
 from peft_arena.config.paths import peak_flops_file
 from peft_arena.measure.params import parameter_numel
 from peft_arena.measure.provenance import cpu_model

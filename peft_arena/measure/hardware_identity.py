@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft_arena.nested import dig
+from peft_arena.common.nested import dig
 
 # CPU features that change how fast training runs; shown in the label when present.
 SPEED_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")

@@ -115,7 +115,7 @@ class EstimateCheck(TypedDict, total=False):
 
 
 class MemoryEstimate(TypedDict, total=False):
-    """The dry run's estimate (peft_arena.cell.memory_estimate documents every term)."""
+    """The dry run's estimate (peft_arena.train.memory_estimate documents every term)."""
 
     weights_bytes: int
     gradients_bytes: int
@@ -128,7 +128,7 @@ class MemoryEstimate(TypedDict, total=False):
 
 
 class MemoryTools(TypedDict, total=False):
-    """What made the cell fit, and what it was expected to take (peft_arena.cell.memory_tools).
+    """What made the cell fit, and what it was expected to take (peft_arena.train.memory_tools).
     Absent from records made before these tools existed."""
 
     batch_size: int  # examples per forward pass that trained (after any fallback)

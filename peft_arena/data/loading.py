@@ -29,11 +29,11 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from peft_arena import progress
-from peft_arena.cell import hygiene
+from peft_arena.common import progress
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import TaskSpec, resolve_task
-from peft_arena.errors import UserError
+from peft_arena.data import hygiene
 
 DATA_DIR_ENV = "PEFT_ARENA_DATA_DIR"
 FORMATS = ("jsonl", "csv", "parquet")

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from peft_arena.cell.data import Loaded, TaskData
+    from peft_arena.data.loading import Loaded, TaskData
 
 LEAKED = "in_train"  # why a test row was dropped under drop_test_leaks
 TEXT_MATCH = "exact after collapsing whitespace"
