@@ -17,7 +17,8 @@ from peft_arena.config.spec import CellSpec
 from peft_arena.matrix.budget import count_cell_parameters
 from peft_arena.measure.params import count_parameters
 from peft_arena.model.loading import load_model, load_tokenizer
-from peft_arena.strategies import Strategy, load_strategies, registry
+from peft_arena.strategies import Strategy, load_strategies
+from peft_arena.strategies import builtin as registry
 from peft_arena.strategies.base import Choice
 from peft_arena.strategies.methods import build_strategy, register_methods
 from tests.conftest import KEYWORDS, synthetic_rows

@@ -4,7 +4,7 @@ A cell trained on one task is probed on texts of the other built-in tasks (AG Ne
 IMDB): `TEXTS_PER_TASK` texts drawn with a fixed seed from each one's test file, read from the
 cell's data dir (or the Hub when there is none). A text the trained task also has, in its
 train or test file, is never drawn (texts compare after collapsing whitespace, as
-cell.hygiene does), nor is a second copy of a text already drawn. The probe texts keep their
+data.hygiene does), nor is a second copy of a text already drawn. The probe texts keep their
 own task's label, so the transfer probe (measure.retention) reads its examples from the same
 set, and one forward pass of the tuned model serves every figure.
 
@@ -110,7 +110,7 @@ def draw_probe_set(trained: TaskSpec, data_dir: Path | None, *, per_task: int = 
             pass  # a damaged cache file is redrawn
     try:
         train_texts, test_texts, _ = _load_all(trained, data_dir)
-        excluded = set(hygiene._Normaliser()(train_texts + test_texts))
+        excluded = set(hygiene.Normaliser()(train_texts + test_texts))
     except UserError as exc:
         # Without the trained task's texts there is nothing to keep the probe apart from.
         return ProbeSet([], [], [], {}, {name: f"trained task's data unreadable: {exc}"
