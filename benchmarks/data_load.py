@@ -20,8 +20,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from peft_arena.cell import data as task_data
 from peft_arena.config.tasks import resolve_task
+from peft_arena.data import files as data_files
+from peft_arena.data import loading as task_data
 
 
 def _pandas_jsonl(path: Path) -> pd.DataFrame:
@@ -54,16 +55,16 @@ def main() -> None:
                                         data_hygiene=data_hygiene)
 
     def load_with_pandas_reader() -> task_data.TaskData:
-        json_reader = task_data._read_jsonl
-        task_data._read_jsonl = _pandas_jsonl
+        json_reader = data_files._read_jsonl
+        data_files._read_jsonl = _pandas_jsonl
         try:
             return load()
         finally:
-            task_data._read_jsonl = json_reader
+            data_files._read_jsonl = json_reader
 
     steps: dict[str, Callable[[], object]] = {
         "read both files, pd.read_json": lambda: [_pandas_jsonl(f) for f in files],
-        "read both files, json module": lambda: [task_data._read_table(f) for f in files],
+        "read both files, json module": lambda: [data_files.read_table(f) for f in files],
         "load, pd.read_json reader": load_with_pandas_reader,
         "load (read, check, split)": load,
         "load with data hygiene": lambda: load(data_hygiene=True),

@@ -22,13 +22,13 @@ os.environ.setdefault("PEFT_ARENA_QUIET", "1")
 
 import torch
 
-from peft_arena.cell.dropout import use_fast_dropout
-from peft_arena.cell.modeling import load_model
-from peft_arena.cell.optim import build_optimizer
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.memory_timeline import DEFAULT_INTERVAL_S, MemoryTimeline
 from peft_arena.measure.timing import PhaseTimer
+from peft_arena.model.dropout import use_fast_dropout
+from peft_arena.model.loading import load_model
 from peft_arena.strategies import load_strategies
+from peft_arena.train.optim import build_optimizer
 
 
 def build(model_name: str, strategy_name: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

@@ -21,12 +21,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from torch.profiler import profile
 
-from peft_arena.cell.dropout import use_fast_dropout
-from peft_arena.cell.frozen_weights import frozen_linear_weights_in
-from peft_arena.cell.modeling import load_model
-from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.dropout import use_fast_dropout
+from peft_arena.model.frozen_weights import frozen_linear_weights_in
+from peft_arena.model.loading import load_model
 from peft_arena.strategies import load_strategies
+from peft_arena.train.precision import resolve_precision
 
 GROUPS = {
     "matmul": ("mm", "addmm", "bmm", "linear", "matmul"),

@@ -44,15 +44,15 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from peft_arena import api
-from peft_arena.cell.data import load_cell_data, resolve_data_dir
-from peft_arena.cell.modeling import load_model, load_tokenizer
-from peft_arena.cell.optim import build_optimizer
-from peft_arena.cell.precision import resolve_precision
 from peft_arena.cell.runner import run_cell
+from peft_arena.common.cpu_features import cpu_model
 from peft_arena.config.spec import CellSpec
+from peft_arena.data.loading import load_cell_data, resolve_data_dir
 from peft_arena.measure.metrics import classification_metrics
-from peft_arena.measure.provenance import cpu_model
+from peft_arena.model.loading import load_model, load_tokenizer
 from peft_arena.strategies import load_strategies
+from peft_arena.train.optim import build_optimizer
+from peft_arena.train.precision import resolve_precision
 
 SIDES = ("recipe", "tuned", "arena")
 

@@ -29,14 +29,14 @@ os.environ.setdefault("PEFT_ARENA_QUIET", "1")
 
 import torch
 
-from peft_arena.cell.dropout import use_fast_dropout
-from peft_arena.cell.first_token import compute_last_layer_for_first_token
-from peft_arena.cell.frozen_weights import frozen_linear_weights_in
-from peft_arena.cell.modeling import load_model, transformers_model
-from peft_arena.cell.optim import build_optimizer
-from peft_arena.cell.precision import resolve_precision
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.dropout import use_fast_dropout
+from peft_arena.model.first_token import compute_last_layer_for_first_token
+from peft_arena.model.frozen_weights import frozen_linear_weights_in
+from peft_arena.model.loading import load_model, transformers_model
 from peft_arena.strategies import load_strategies
+from peft_arena.train.optim import build_optimizer
+from peft_arena.train.precision import resolve_precision
 
 VARIANTS = ("arena", "frozen-fp32", "native-dropout", "sdpa", "compile", "all-positions",
             "eager")

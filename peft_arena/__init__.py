@@ -2,7 +2,7 @@
 
 import warnings
 
-from peft_arena import library_logs
+from peft_arena.common import library_logs
 
 __version__ = "0.1.0"
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from peft_arena.cell.memory_estimate import MemoryEstimate
 from peft_arena.config.presets import DEFAULT_PRESET, available_presets, load_preset
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import builtin_tasks
@@ -21,6 +20,7 @@ from peft_arena.matrix.execute import MatrixResult, run_matrix
 from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.matrix.plan import Overrides, build_cells
 from peft_arena.strategies import load_strategies
+from peft_arena.train.memory_estimate import MemoryEstimate
 
 
 def plan_cells(
@@ -62,7 +62,7 @@ def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
                 ) -> list[MemoryEstimate]:
     """An estimate of each cell's training memory from the models' configs alone: weights by
     dtype and quantization, gradients and AdamW states, activations with and without gradient
-    checkpointing (peft_arena.cell.memory_estimate says what it counts)."""
+    checkpointing (peft_arena.train.memory_estimate says what it counts)."""
     return budget.plan_memory(cells, data_dir)
 
 

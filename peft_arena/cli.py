@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import EARLY_STOPPING_METRICS, PRECISIONS, TRACKERS
-from peft_arena.errors import UserError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -185,8 +185,8 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
         _show(_plan_table(cells, api.plan_parameters(cells, data_dir)),
               _memory_table(cells, api.plan_memory(cells, data_dir)))
         return
-    from peft_arena.cell.trackers import check_available
     from peft_arena.matrix.execute import run_matrix
+    from peft_arena.train.trackers import check_available
 
     for name in {c.tracker for c in cells}:
         check_available(name)  # once here, not once per cell process
@@ -204,7 +204,7 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
 
 
 def _plan_table(cells, counts) -> Table:
-    from peft_arena.cell.precision import resolve_precision  # what "auto" means on this machine
+    from peft_arena.train.precision import resolve_precision  # what "auto" means on this machine
 
     # Few columns and a light frame, so an 80-column terminal still shows whole numbers.
     table = Table(title=f"{len(cells)} cells", box=box.SIMPLE_HEAD)

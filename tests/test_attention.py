@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from peft_arena.cell.dropout import ATTENTION_NAME, use_fast_dropout
-from peft_arena.cell.modeling import inference_attention
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.dropout import ATTENTION_NAME, use_fast_dropout
+from peft_arena.model.loading import inference_attention
 from peft_arena.strategies import load_strategies
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from peft_arena.cell.batching import (
+from peft_arena.data.batching import (
     Collator,
     LengthGroupedBatchSampler,
     evaluation_token_budget,
     sorted_batches,
     tokenize,
 )
-from peft_arena.cell.modeling import load_tokenizer
+from peft_arena.model.loading import load_tokenizer
 
 
 def test_cache_hit_returns_the_same_ids_and_a_change_misses(tiny_bert):
@@ -84,9 +84,9 @@ def test_evaluation_over_uneven_budgeted_batches_sees_every_example(tiny_bert):
     from torch.utils.data import DataLoader
     from transformers import AutoModelForSequenceClassification
 
-    from peft_arena.cell.batching import IndexDataset
-    from peft_arena.cell.distributed import SizedBatches
-    from peft_arena.cell.loop import evaluate
+    from peft_arena.data.batching import IndexDataset
+    from peft_arena.train.distributed import SizedBatches
+    from peft_arena.train.loop import evaluate
 
     tokenizer = load_tokenizer(str(tiny_bert))
     texts = [" ".join(["word"] * n) for n in (30, 2, 2, 2, 25, 2, 2, 2, 2, 2)]

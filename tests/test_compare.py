@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from peft_arena import cli
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.report import compare as comparing
 from tests.test_report import ACCURACY, SEEDS, TRAIN_S, make_record, write
 

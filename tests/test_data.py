@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from peft_arena.cell.data import load_task_data
+from peft_arena.common.errors import UserError
 from peft_arena.config.tasks import load_task_file, resolve_task
-from peft_arena.errors import UserError
+from peft_arena.data.loading import load_task_data
 from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
 
 

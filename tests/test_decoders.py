@@ -9,10 +9,10 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from peft_arena.cell.modeling import check_model, load_model, load_tokenizer
 from peft_arena.cell.runner import run_and_record, run_cell
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
+from peft_arena.model.loading import check_model, load_model, load_tokenizer
 from peft_arena.records.store import record_path
 from peft_arena.strategies import load_strategies
 from peft_arena.tools.export import export_model, saved_model_dir

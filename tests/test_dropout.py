@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 
-from peft_arena.cell import dropout
-from peft_arena.cell.modeling import transformers_model
 from peft_arena.config.spec import CellSpec
+from peft_arena.model import dropout
+from peft_arena.model.loading import transformers_model
 from peft_arena.strategies import load_strategies
 
 

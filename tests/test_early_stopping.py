@@ -7,10 +7,10 @@ import dataclasses
 import pytest
 import torch
 
-from peft_arena.cell.early_stopping import EarlyStopping
 from peft_arena.cell.runner import run_cell
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
+from peft_arena.train.early_stopping import EarlyStopping
 
 
 def _spec(tiny_bert, synth_task, **overrides) -> CellSpec:
@@ -112,7 +112,7 @@ def test_watching_and_saving_do_not_change_the_cell_identity():
 
 @pytest.mark.parametrize("name", ["wandb", "mlflow", "tensorboard"])
 def test_absent_tracker_package_gets_an_install_hint(name):
-    from peft_arena.cell import trackers
+    from peft_arena.train import trackers
 
     if trackers._AVAILABLE[name]():
         pytest.skip(f"{name} is installed here, so its absence cannot be shown")

@@ -15,10 +15,10 @@ from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from peft_arena.cell.runner import run_and_record
-from peft_arena.cell.saving import saved_model_dir
 from peft_arena.cli import cli
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
+from peft_arena.model.saving import saved_model_dir
 from peft_arena.records.store import record_path
 from peft_arena.tools.export import export_model
 from peft_arena.tools.predict import load_for_inference, predict_file

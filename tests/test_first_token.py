@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from peft_arena.cell.first_token import compute_last_layer_for_first_token
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.flops import FlopModel
+from peft_arena.model.first_token import compute_last_layer_for_first_token
 from peft_arena.strategies import load_strategies
 from tests.support.same_outputs import assert_same_logits_and_gradients
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM
 
+from peft_arena.common.errors import UserError
 from peft_arena.config import gguf_source
 from peft_arena.config.presets import resolve_model_path
-from peft_arena.errors import UserError
 from tests.test_cli import peft_arena
 from tests.tiny_gguf import QUANTIZED, write_tiny_gguf
 

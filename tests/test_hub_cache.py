@@ -119,9 +119,9 @@ def test_hub_columns_that_differ_from_the_task_file_are_a_one_line_error(hub_mod
 def test_a_hub_split_missing_from_the_data_set_is_a_one_line_error(monkeypatch):
     import datasets
 
-    from peft_arena.cell import data
+    from peft_arena.common.errors import UserError
     from peft_arena.config.tasks import resolve_task
-    from peft_arena.errors import UserError
+    from peft_arena.data import loading as data
 
     only_train = datasets.DatasetDict({"train": datasets.Dataset.from_dict(_rows(8, 0))})
     monkeypatch.setattr(data, "_hub_dataset", lambda task: only_train)
@@ -135,8 +135,8 @@ def test_a_data_set_only_in_the_hub_cache_loads_offline_in_process(tmp_path, mon
     import datasets
     import huggingface_hub
 
-    from peft_arena.cell.data import load_task_data
     from peft_arena.config.tasks import resolve_task
+    from peft_arena.data.loading import load_task_data
 
     assert datasets.config.HF_HUB_OFFLINE  # conftest sets HF_HUB_OFFLINE=1 before imports
     cache = tmp_path / "hub"

@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from peft_arena import api
-from peft_arena.cell import hygiene
-from peft_arena.cell.batching import tokenize
-from peft_arena.cell.data import load_cell_data, load_task_data
-from peft_arena.cell.modeling import load_tokenizer
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import load_task_file
-from peft_arena.errors import UserError
+from peft_arena.data import hygiene
+from peft_arena.data.batching import tokenize
+from peft_arena.data.loading import load_cell_data, load_task_data
 from peft_arena.matrix.plan import unknown_setting_message
+from peft_arena.model.loading import load_tokenizer
 from peft_arena.strategies import load_strategies
 from tests.conftest import KEYWORDS, SHARED_DATA, synthetic_rows
 

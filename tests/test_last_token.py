@@ -8,10 +8,10 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from peft_arena.cell.last_token import compute_last_layer_for_last_token
-from peft_arena.cell.padding import match_pad_token, prepare_padding
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.flops import FlopModel
+from peft_arena.model.last_token import compute_last_layer_for_last_token
+from peft_arena.model.padding import match_pad_token, prepare_padding
 from peft_arena.strategies import load_strategies
 from tests.support.same_outputs import assert_same_logits_and_gradients
 

@@ -12,12 +12,14 @@ PACKAGE = Path(__file__).resolve().parents[1] / "peft_arena"
 # Lowest first; a module may import its own package and any lower layer, never a higher one
 # or a sibling on its own level.
 LAYERS = [
-    {"errors", "progress", "atomic_file", "nested", "library_logs"},
+    {"common"},
     {"config"},
+    {"data"},
     {"records", "measure"},
-    {"architecture"},
+    {"model"},
     {"strategies"},
     {"generation"},
+    {"train"},
     {"cell"},
     {"matrix", "report"},
     {"tools"},
@@ -75,3 +77,113 @@ def test_the_report_side_never_loads_torch():
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "False"], (modules, done.stdout)
     assert "peft_arena.report.build" in modules and "peft_arena.records.store" in modules
+
+
+def _module_name(path: Path) -> str:
+    parts = ("peft_arena", *path.relative_to(PACKAGE).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _imported_modules(path: Path) -> dict[str, set[str]]:
+    """The peft_arena modules a file imports (anywhere in it), each with the names it takes:
+    `from a.b import c` is module a.b.c when that is a module, else names {c} of a.b."""
+    found: dict[str, set[str]] = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                found.setdefault(alias.name, set())
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in MODULES:
+                    found.setdefault(f"{node.module}.{alias.name}", set())
+                else:
+                    found.setdefault(node.module, set()).add(alias.name)
+    return {name: names for name, names in found.items() if name in MODULES}
+
+
+def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's algorithm, iteratively: the groups of modules that import each other."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups = []
+    for root in graph:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, edges = work[-1]
+            for target in edges:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    on_stack.add(target)
+                    work.append((target, iter(sorted(graph[target]))))
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index[target])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    group = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        group.append(member)
+                        if member == node:
+                            break
+                    groups.append(sorted(group))
+    return groups
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}, "e": {"e"}}
+    assert sorted(g for g in _strongly_connected(graph) if len(g) > 1) == [["a", "b", "c"]]
+
+
+def test_no_import_cycle_between_modules():
+    graph = {name: set(_imported_modules(path)) - {name} for name, path in MODULES.items()}
+    cycles = [group for group in _strongly_connected(graph) if len(group) > 1]
+    assert not cycles, "modules that import each other:\n" + "\n".join(
+        " <-> ".join(group) for group in cycles)
+
+
+def _package_of(module: str) -> str:
+    """peft_arena.cell.runner -> peft_arena.cell; a package's __init__ is its own package."""
+    return module if MODULES[module].name == "__init__.py" else module.rpartition(".")[0]
+
+
+def test_no_module_takes_a_private_name_from_another_package():
+    wrong = []
+    for name, path in MODULES.items():
+        for module, names in _imported_modules(path).items():
+            private = sorted(n for n in names if n.startswith("_"))
+            if module.rpartition(".")[2].startswith("_") and not module.endswith("__init__"):
+                private.append(module)
+            if private and _package_of(module) != _package_of(name):
+                wrong.append(f"{name} imports {', '.join(private)} from {module}")
+    assert not wrong, "\n".join(wrong)
+
+
+MAX_MODULES, MAX_LINES = 14, 2500
+
+
+def test_no_package_is_too_big_to_find_ones_way_in():
+    packages = [p for p in [PACKAGE, *PACKAGE.rglob("*")] if (p / "__init__.py").exists()]
+    wrong = []
+    for package in packages:
+        modules = [p for p in package.glob("*.py") if p.name != "__init__.py"]
+        lines = sum(len(p.read_text(encoding="utf-8").splitlines()) for p in modules)
+        if len(modules) > MAX_MODULES or lines > MAX_LINES:
+            wrong.append(f"{package.relative_to(PACKAGE.parent)}: {len(modules)} modules, "
+                         f"{lines} lines (at most {MAX_MODULES} and {MAX_LINES})")
+    assert not wrong, "\n".join(wrong)

@@ -20,7 +20,6 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, RobertaConfig
 
 from peft_arena import api
-from peft_arena.cell.modeling import load_model
 from peft_arena.cell.runner import run_cell
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure import flops
@@ -33,6 +32,7 @@ from peft_arena.measure.memory import (
 )
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
+from peft_arena.model.loading import load_model
 from peft_arena.strategies import load_strategies
 from tests.conftest import KEYWORDS
 

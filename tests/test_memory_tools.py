@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from peft_arena.architecture.adapters import default_target_modules
-from peft_arena.cell.memory_estimate import estimate_cell_memory, nf4_bytes_per_value
-from peft_arena.cell.memory_tools import BatchPlan, FallbackLog, run_with_batch_fallback
-from peft_arena.cell.modeling import load_model
 from peft_arena.config.spec import CellSpec
 from peft_arena.matrix.budget import count_cell_parameters
+from peft_arena.model.adapters import default_target_modules
+from peft_arena.model.loading import load_model
 from peft_arena.strategies import load_strategies
+from peft_arena.train.memory_estimate import estimate_cell_memory, nf4_bytes_per_value
+from peft_arena.train.memory_tools import BatchPlan, FallbackLog, run_with_batch_fallback
 from tests.conftest import KEYWORDS
 
 # Llama-3.2-1B's shape (its config.json without the weights).

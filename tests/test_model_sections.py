@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.presets import load_preset
-from peft_arena.errors import UserError
 from peft_arena.matrix.plan import Overrides, build_cells
 
 PRESET = """

@@ -7,11 +7,11 @@ import json
 
 import pytest
 
-from peft_arena.cell.modeling import load_model
-from peft_arena.cell.optim import build_optimizer, is_head_parameter
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import HASHED_WHEN_SET, RUN_ONLY_KEYS, CellSpec
-from peft_arena.errors import UserError
+from peft_arena.model.loading import load_model
 from peft_arena.strategies import load_strategies
+from peft_arena.train.optim import build_optimizer, is_head_parameter
 
 
 @pytest.mark.parametrize("strategy", ["full", "lora"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from peft_arena import api
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.matrix.plan import parse_value
 
 

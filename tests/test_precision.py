@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from peft_arena.cell import precision
+from peft_arena.train import precision
 
 
 @pytest.fixture

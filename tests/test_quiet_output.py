@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from peft_arena import library_logs
+from peft_arena.common import library_logs
 from tests.test_output import peft_arena
 
 NOISE = ("bitsandbytes", "kernels-community", "publisher trust", "gemm_4bit")
@@ -87,9 +87,9 @@ def test_the_note_names_the_kernels_of_a_4bit_model_and_nothing_for_lora(tiny_be
 
     import torch
 
-    from peft_arena.cell.four_bit import kernel_note
-    from peft_arena.cell.modeling import load_model
     from peft_arena.config.spec import CellSpec
+    from peft_arena.model.four_bit import kernel_note
+    from peft_arena.model.loading import load_model
     from peft_arena.strategies import load_strategies
     from tests.conftest import KEYWORDS
 

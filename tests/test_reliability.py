@@ -15,17 +15,17 @@ import torch
 import yaml
 
 from peft_arena import api, cli
-from peft_arena.cell.loop import NonFiniteLoss
-from peft_arena.cell.modeling import load_model
 from peft_arena.cell.runner import run_and_record, run_cell
+from peft_arena.common.errors import UserError
 from peft_arena.config import yamlfile
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
 from peft_arena.matrix import cell_process as cell
 from peft_arena.matrix.execute import SPEC_SUFFIX, cell_lock, sweep_temp_files
 from peft_arena.measure.timing import PhaseTimer
+from peft_arena.model.loading import load_model
 from peft_arena.records import store
 from peft_arena.records.schema import SCHEMA_VERSION
+from peft_arena.train.loop import NonFiniteLoss
 from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
 from tests.support import faults
 

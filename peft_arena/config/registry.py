@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 
 T = TypeVar("T")
 

@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.tasks import check_data_settings
-from peft_arena.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 # Validation metrics early stopping can watch, and whether higher is better.

@@ -31,9 +31,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.registry import Registry
 from peft_arena.config.yamlfile import load_yaml, load_yaml_file
-from peft_arena.errors import UserError
 
 BAD_ROW_ACTIONS = ("error", "drop")
 # Task settings that decide which rows a cell uses, with their defaults. A run may override

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 
 
 class _StrictLoader(yaml.SafeLoader):

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import torch
 
-from peft_arena.architecture.heads import check_classifiable, load_config, skeleton
-from peft_arena.cell.data import load_cell_data
-from peft_arena.cell.memory_estimate import MemoryEstimate, estimate_cell_memory
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
+from peft_arena.data.loading import load_cell_data
 from peft_arena.measure.params import count_parameters
+from peft_arena.model.heads import check_classifiable, load_config, skeleton
 from peft_arena.strategies import load_strategies
+from peft_arena.train.memory_estimate import MemoryEstimate, estimate_cell_memory
 
 # Parameter counts do not depend on the length of the schedule; strategies whose config needs
 # one (AdaLoRA's rank budget) only need a valid value to build.
@@ -87,7 +87,7 @@ def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
 
 def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
                 ) -> list[MemoryEstimate]:
-    """The training-memory estimate of each cell, in order (peft_arena.cell.memory_estimate)."""
+    """The training-memory estimate of each cell, in order (peft_arena.train.memory_estimate)."""
     labels = _LabelCounts(data_dir)
     estimates: dict[str, MemoryEstimate] = {}
     for spec in cells:  # seeds of one configuration share an estimate

@@ -22,8 +22,8 @@ import signal
 import sys
 from pathlib import Path
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 

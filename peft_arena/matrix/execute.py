@@ -29,10 +29,9 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peft_arena.cell.data import load_cell_data, resolve_data_dir
-from peft_arena.cell.modeling import check_model
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
+from peft_arena.data.loading import load_cell_data, resolve_data_dir
 from peft_arena.matrix.executors import (
     CellFuture,
     CellJob,
@@ -43,6 +42,7 @@ from peft_arena.matrix.executors import (
 )
 from peft_arena.measure.hardware_identity import machine_here, machine_of
 from peft_arena.measure.provenance import environment
+from peft_arena.model.loading import check_model
 from peft_arena.records.builders import error_section, failed_record
 from peft_arena.records.schema import Record
 from peft_arena.records.store import (

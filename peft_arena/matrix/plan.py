@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.presets import ModelSection, Preset
 from peft_arena.config.spec import TRAIN_KEYS, CellSpec, coerce_setting
 from peft_arena.config.tasks import DATA_SETTINGS, TaskSpec, resolve_task
-from peft_arena.errors import UserError
 from peft_arena.strategies import load_strategies
 from peft_arena.strategies.base import Strategy
 

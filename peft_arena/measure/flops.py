@@ -57,10 +57,10 @@ import numpy as np
 import torch
 from peft.utils.other import ModulesToSaveWrapper
 
-from peft_arena import atomic_file
+from peft_arena.common import atomic_file
+from peft_arena.common.cpu_features import cpu_model
 from peft_arena.config.paths import peak_flops_file
 from peft_arena.measure.params import parameter_numel
-from peft_arena.measure.provenance import cpu_model
 
 PEAK_MEASURE_SECONDS = 1.5
 # Once a figure is cached, a cell's fresh measurement only has to catch a better one.

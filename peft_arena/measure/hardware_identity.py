@@ -14,16 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft_arena.nested import dig
-
-# CPU features that change how fast training runs; shown in the label when present.
-SPEED_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
-_SHOWN_FLAGS = {"amx_bf16": "AMX", "avx512_bf16": "AVX512-BF16"}
+from peft_arena.common.cpu_features import SHOWN_FLAGS
+from peft_arena.common.nested import dig
 
 
 def _flags(hardware: dict[str, Any]) -> list[str]:
     flags = hardware.get("cpu_speed_flags") or hardware.get("cpu_bf16_flags") or []
-    return [_SHOWN_FLAGS[f] for f in _SHOWN_FLAGS if isinstance(flags, list) and f in flags]
+    return [SHOWN_FLAGS[f] for f in SHOWN_FLAGS if isinstance(flags, list) and f in flags]
 
 
 def _cpu(hardware: dict[str, Any]) -> str:

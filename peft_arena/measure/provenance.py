@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from peft_arena.measure.hardware_identity import SPEED_FLAGS
+from peft_arena.common.cpu_features import BF16_FLAGS, SPEED_FLAGS, cpu_flags, cpu_model
 
 PACKAGES = ("peft-arena", "torch", "transformers", "peft", "accelerate", "bitsandbytes",
             "datasets", "tokenizers", "numpy", "scikit-learn")
@@ -23,8 +23,6 @@ PACKAGES = ("peft-arena", "torch", "transformers", "peft", "accelerate", "bitsan
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 # The checkout's own results folder (committed records), left out of the dirty check.
 RESULTS_FOLDER = "results"
-# CPU features that decide bf16 speed (without them autocast emulates bf16).
-BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def package_versions() -> dict[str, str | None]:
@@ -53,26 +51,6 @@ def git_state() -> dict[str, Any]:
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
     return {"git_commit": commit, "git_dirty": bool(dirty)}
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_flags() -> set[str]:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def gpu_driver_version() -> str | None:

@@ -37,7 +37,7 @@ import torch
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING
 
 from peft_arena.config.paths import cache_root
-from peft_arena.measure.probe_set import ProbeSet
+from peft_arena.data.probe_set import ProbeSet
 
 # Probe texts are cut to this many tokens (or the cell's max_length, if shorter): the figures
 # compare two models on the same inputs, so long inputs buy no accuracy, only time.

@@ -114,8 +114,9 @@ class EstimateCheck(TypedDict, total=False):
     error: float  # (estimate - measured) / measured
 
 
-class MemoryEstimate(TypedDict, total=False):
-    """The dry run's estimate (peft_arena.cell.memory_estimate documents every term)."""
+class EstimatedMemory(TypedDict, total=False):
+    """The dry run's estimate as a record stores it: `MemoryEstimate.to_dict()`
+    (peft_arena.train.memory_estimate documents every term)."""
 
     weights_bytes: int
     gradients_bytes: int
@@ -128,7 +129,7 @@ class MemoryEstimate(TypedDict, total=False):
 
 
 class MemoryTools(TypedDict, total=False):
-    """What made the cell fit, and what it was expected to take (peft_arena.cell.memory_tools).
+    """What made the cell fit, and what it was expected to take (peft_arena.train.memory_tools).
     Absent from records made before these tools existed."""
 
     batch_size: int  # examples per forward pass that trained (after any fallback)
@@ -138,7 +139,7 @@ class MemoryTools(TypedDict, total=False):
     out_of_memory_batch_sizes: list[int]  # the batch sizes that ran out, in order
     gradient_checkpointing: bool
     frozen_dtypes: list[str]  # of the frozen weights: "float32", "bfloat16", "nf4"
-    estimate: MemoryEstimate
+    estimate: EstimatedMemory
     estimate_check: EstimateCheck | None  # CPU cells; None on GPU (see the torch peaks)
 
 

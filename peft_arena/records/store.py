@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from peft_arena import atomic_file
+from peft_arena.common import atomic_file
 from peft_arena.records.schema import SCHEMA_VERSION, Record
 
 RECORDS_SUBDIR = "records"

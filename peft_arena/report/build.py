@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.report import (
     breakdown,
     charts,
@@ -157,7 +157,7 @@ _COLUMNS = (
             "min", optional=True),
     _Column("est. MiB", "estimate_mb_mean", _fixed(0),
             "the dry run's estimate of the training tensors: weights, gradients, AdamW states "
-            "and activations (peft_arena/cell/memory_estimate.py).", None, optional=True),
+            "and activations (peft_arena/train/memory_estimate.py).", None, optional=True),
     _Column("est. error", "estimate_error_mean", _signed_pct,
             "the estimate's error against torch's peak allocated GPU memory (GPU records only;"
             " on CPU the peak resident memory is mostly the interpreter and its libraries).",

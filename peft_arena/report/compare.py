@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 from rich.table import Table
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.report import markdown, stats
 from peft_arena.report.results import CellDetail, load_results, summarise
 

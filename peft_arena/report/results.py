@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peft_arena.common.nested import dig
 from peft_arena.measure.hardware_identity import hardware_identity
-from peft_arena.nested import dig
 from peft_arena.records import store
 
 MIB = 1024**2

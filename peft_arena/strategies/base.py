@@ -16,8 +16,8 @@ from typing import Any, ClassVar, Protocol
 import torch
 from peft import PeftConfig, get_peft_model
 
-from peft_arena.architecture.adapters import fit_to_model
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.adapters import fit_to_model
 
 
 class SearchSpace(Protocol):

@@ -32,9 +32,9 @@ import yaml
 from peft import PeftConfig, PeftType
 from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import TRAIN_KEYS, CellSpec, coerce_setting
 from peft_arena.config.yamlfile import load_yaml
-from peft_arena.errors import UserError
 from peft_arena.strategies.base import Choice, FloatRange, Strategy
 from peft_arena.strategies.registry import strategies
 

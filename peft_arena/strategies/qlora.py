@@ -3,7 +3,7 @@
 Its settings are the `qlora` entry of methods.yaml, which extends `lora`. On CPU this saves
 memory, not time (weights are de-quantized on the fly). The modules kept out of 4-bit (the
 classification head and any pooler) are read from the model when it loads
-(peft_arena.architecture.heads).
+(peft_arena.model.heads).
 """
 
 from __future__ import annotations

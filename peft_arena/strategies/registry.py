@@ -1,22 +1,19 @@
-"""The strategy registry: the methods of methods.yaml plus third-party ones from the entry
-point group `peft_arena.strategies`.
+"""The strategy registry: a container and nothing else, as PEFT's is. Filling it with the
+built-in methods and the installed plug-ins is strategies/builtin.py's work (`load_strategies`).
 
-A plug-in's entry point names a module (or any object in it); loading it runs the module,
-which registers its strategies with `@strategies.register("name")` on a `Strategy` subclass,
-or with `register_methods(path)` for a YAML file of its own in the methods.yaml format.
+A plug-in registers its strategies with `@strategies.register("name")` on a `Strategy`
+subclass, or with `register_methods(path)` (strategies/methods.py) for a YAML file of its own
+in the methods.yaml format.
 """
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING
 
 from peft_arena.config.registry import Registry
 
 if TYPE_CHECKING:
     from peft_arena.strategies.base import Strategy
-
-ENTRY_POINT_GROUP = "peft_arena.strategies"
 
 
 class StrategyRegistry(Registry["type[Strategy]"]):
@@ -30,17 +27,3 @@ class StrategyRegistry(Registry["type[Strategy]"]):
 
 
 strategies = StrategyRegistry("strategy")
-_loaded = False
-
-
-def load_strategies() -> StrategyRegistry:
-    """Register the built-in methods and any installed plug-ins (once per process)."""
-    global _loaded
-    if not _loaded:
-        _loaded = True
-        from peft_arena.strategies.methods import BUILTIN_METHODS, register_methods
-
-        register_methods(BUILTIN_METHODS)
-        for entry in entry_points(group=ENTRY_POINT_GROUP):
-            entry.load()
-    return strategies

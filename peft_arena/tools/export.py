@@ -19,10 +19,10 @@ from typing import Any
 import torch
 from accelerate.utils import set_seed
 
-from peft_arena.cell.modeling import load_model, load_tokenizer
-from peft_arena.cell.saving import read_metadata, saved_model_dir, write_metadata
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
+from peft_arena.model.loading import load_model, load_tokenizer
+from peft_arena.model.saving import read_metadata, saved_model_dir, write_metadata
 from peft_arena.records.store import read_record, results_dir_of
 from peft_arena.strategies import load_strategies
 

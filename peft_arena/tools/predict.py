@@ -15,12 +15,12 @@ import pandas as pd
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from peft_arena import progress
-from peft_arena.cell.data import _read_table as read_table  # same formats and errors as task data
-from peft_arena.cell.precision import resolve_precision
-from peft_arena.cell.saving import ADAPTER_CONFIG, read_metadata
-from peft_arena.errors import UserError
+from peft_arena.common import progress
+from peft_arena.common.errors import UserError
+from peft_arena.data.files import read_table  # same formats and errors as task data
+from peft_arena.model.saving import ADAPTER_CONFIG, read_metadata
 from peft_arena.tools.export import load_adapter_model
+from peft_arena.train.precision import resolve_precision
 
 DEFAULT_MAX_LENGTH = 512
 

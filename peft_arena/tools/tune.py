@@ -27,13 +27,13 @@ from typing import Any
 
 import yaml
 
-from peft_arena.cell.loop import EvalCallback, NonFiniteLoss
 from peft_arena.cell.runner import train_cell
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import RUN_ONLY_KEYS, TRAIN_KEYS, CellSpec
-from peft_arena.errors import UserError
 from peft_arena.matrix.execute import preflight
 from peft_arena.matrix.plan import Overrides
 from peft_arena.strategies import load_strategies
+from peft_arena.train.loop import EvalCallback, NonFiniteLoss
 
 # What each objective reads from a trial, and which way is better.
 OBJECTIVES = {"accuracy": "maximize", "trainable_params": "minimize", "time": "minimize"}

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.measure.timing import PhaseTimer
 
 FAULT_ENV = "PEFT_ARENA_FAULT"

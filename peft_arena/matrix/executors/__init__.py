@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.matrix.executors.base import CellFuture, CellJob, CellReturn, Executor
 
 __all__ = ["EXECUTORS", "CellFuture", "CellJob", "CellReturn", "Executor", "ExecutorSettings",

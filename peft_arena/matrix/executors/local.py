@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.matrix.executors.base import CellJob, CellReturn, read_cell, start_cell, worker_name
 
 # After Ctrl-C, how long a cell may take to stop on its own before it is killed.

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.matrix.executors.base import CellJob, CellReturn, run_cell_here, worker_name
 
 # Attempts after the first when a worker dies mid-cell (a cell that fails in Python is not

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 from peft_arena.matrix.executors.base import CellJob, CellReturn, run_cell_here
 
 # Cells submitted at once above this count go in as one job array.

@@ -4,7 +4,7 @@ A cell trained on one task is probed on texts of the other built-in tasks (AG Ne
 IMDB): `TEXTS_PER_TASK` texts drawn with a fixed seed from each one's test file, read from the
 cell's data dir (or the Hub when there is none). A text the trained task also has, in its
 train or test file, is never drawn (texts compare after collapsing whitespace, as
-cell.hygiene does), nor is a second copy of a text already drawn. The probe texts keep their
+data.hygiene does), nor is a second copy of a text already drawn. The probe texts keep their
 own task's label, so the transfer probe (measure.retention) reads its examples from the same
 set, and one forward pass of the tuned model serves every figure.
 
@@ -23,12 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from peft_arena.atomic_file import write_json
-from peft_arena.cell import hygiene
+from peft_arena.common.atomic_file import write_json
+from peft_arena.common.errors import UserError
 from peft_arena.config.paths import cache_root
 from peft_arena.config.tasks import TaskSpec, builtin_tasks, resolve_task
-from peft_arena.errors import UserError
-from peft_arena.measure.probe_set import ProbeSet
+from peft_arena.data import hygiene
+from peft_arena.data.probe_set import ProbeSet
 
 # 256 a task: enough for a linear CKA whose seed-to-seed spread is well below the gaps between
 # strategies, and for a 4-class probe; two source tasks make 512 texts, one forward pass of
@@ -69,7 +69,7 @@ def _task_stamp(task: TaskSpec, data_dir: Path | None) -> list[Any]:
 
 def _load_all(task: TaskSpec, data_dir: Path | None) -> tuple[list[str], list[str], list[int]]:
     """(train texts, test texts, test labels) of a task's files, unusable rows dropped."""
-    from peft_arena.cell.data import load_task_data  # pandas and scikit-learn: only when drawing
+    from peft_arena.data.loading import load_task_data  # pandas and scikit-learn: only when drawing
 
     data = load_task_data(task, data_dir, on_bad_rows="drop")
     return (data.train.texts + data.val.texts, data.test.texts,
@@ -110,7 +110,7 @@ def draw_probe_set(trained: TaskSpec, data_dir: Path | None, *, per_task: int = 
             pass  # a damaged cache file is redrawn
     try:
         train_texts, test_texts, _ = _load_all(trained, data_dir)
-        excluded = set(hygiene._Normaliser()(train_texts + test_texts))
+        excluded = set(hygiene.Normaliser()(train_texts + test_texts))
     except UserError as exc:
         # Without the trained task's texts there is nothing to keep the probe apart from.
         return ProbeSet([], [], [], {}, {name: f"trained task's data unreadable: {exc}"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from peft_arena.common.cpu_features import BF16_FLAGS, cpu_flags
 from peft_arena.measure.flops import known_peak_flops
-from peft_arena.measure.provenance import cpu_flags
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,7 @@ BF16_MIN_GAIN = 1.2
 
 def cpu_has_bf16_instructions() -> bool:
     # Without them autocast emulates bf16 and runs slower than fp32.
-    return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return bool(cpu_flags() & set(BF16_FLAGS))
 
 
 @functools.cache

@@ -22,7 +22,7 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import eager_attention_forward
 
-from peft_arena.cell.modeling import transformers_model
+from peft_arena.model.loading import transformers_model
 
 # Classifiers that read only the first position of the last layer, with BERT's layer layout
 # (`attention.self.query/key/value`, `attention.output`, `feed_forward_chunk`); tested on

@@ -11,8 +11,8 @@ from typing import Any
 
 import torch
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
 
 MODELS_SUBDIR = "models"
 METADATA_FILE = "peft_arena.json"

@@ -1,9 +1,9 @@
 """Load tokenizers and classification models; count parameters honestly.
 
-Tokenizers always come with a pad token and right padding (peft_arena.cell.padding), models
+Tokenizers always come with a pad token and right padding (peft_arena.model.padding), models
 with the matching `pad_token_id`, an explicit dtype (transformers 5 would otherwise take the
 checkpoint's, bf16 for most decoders, even for weights that train), and, when quantized,
-their head and pooler kept in full precision (peft_arena.architecture.heads).
+their head and pooler kept in full precision (peft_arena.model.heads).
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from peft_arena.architecture.heads import (
+from peft_arena.common.errors import UserError
+from peft_arena.config.presets import resolve_model_path
+from peft_arena.model.heads import (
     check_classifiable,
     full_precision_module_names,
     load_config,
@@ -25,9 +27,7 @@ from peft_arena.architecture.heads import (
     skeleton,
     supports_gradient_checkpointing,
 )
-from peft_arena.cell.padding import match_pad_token, prepare_padding
-from peft_arena.config.presets import resolve_model_path
-from peft_arena.errors import UserError
+from peft_arena.model.padding import match_pad_token, prepare_padding
 
 # The "newly initialized: classifier" load report is expected for every classification run.
 hf_logging.set_verbosity_error()

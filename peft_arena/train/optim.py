@@ -12,8 +12,8 @@ from collections.abc import Collection
 
 import torch
 
-from peft_arena.architecture.heads import head_module_names
-from peft_arena.cell.modeling import transformers_model
+from peft_arena.model.heads import head_module_names
+from peft_arena.model.loading import transformers_model
 
 # What get_peft_model puts before the transformers model's own parameter names.
 _PEFT_PREFIX = "base_model.model."

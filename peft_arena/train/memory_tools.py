@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import torch
 from accelerate.utils import find_executable_batch_size
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 
 T = TypeVar("T")
 

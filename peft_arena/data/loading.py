@@ -29,14 +29,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
-from peft_arena import progress
-from peft_arena.cell import hygiene
+from peft_arena.common import progress
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import TaskSpec, resolve_task
-from peft_arena.errors import UserError
+from peft_arena.data import hygiene
+from peft_arena.data.files import find_split_file, read_table
 
 DATA_DIR_ENV = "PEFT_ARENA_DATA_DIR"
-FORMATS = ("jsonl", "csv", "parquet")
 
 
 @dataclass
@@ -49,85 +49,13 @@ class Split:
 
 
 @dataclass
-class Loaded:
-    """The task's splits as loaded, before subsetting: what the data-hygiene section reports
-    beside the rows used."""
-
-    train_texts: list[str]  # after dropping bad rows
-    test_texts: list[str]  # after dropping bad rows, before dropping leaked rows
-    dropped: dict[str, dict[str, int]]  # split -> why -> rows
-    on_bad_rows: str
-    drop_test_leaks: bool
-
-
-@dataclass
 class TaskData:
     train: Split
     val: Split
     test: Split
     label_names: list[str]
-    # The record's data-hygiene section (see cell/hygiene.py), when asked for.
+    # The record's data-hygiene section (see data/hygiene.py), when asked for.
     hygiene: dict[str, Any] | None = field(default=None, compare=False)
-
-
-# ---------------------------------------------------------------- reading files
-
-
-def _read_jsonl(path: Path) -> pd.DataFrame:
-    # The json module, not pandas: pandas turns a column of 1 and null (or 1 and 1.0) into
-    # floats, and the checks below must see the values as written. It is faster, too.
-    rows = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {number} is not valid JSON ({exc.msg}); "
-                                f"fix the file.") from None
-            if not isinstance(row, dict):
-                raise UserError(f"{path}: line {number} is not a JSON object; write one "
-                                f"object per line, e.g. {{\"text\": ..., \"label\": ...}}.")
-            rows.append(row)
-    return pd.DataFrame(rows, dtype=object)
-
-
-def _read_table(path: Path) -> pd.DataFrame:
-    """A data file with its values as written: CSV cells as text (empty cells as ""), JSONL
-    and Parquet values with their own types (missing ones as None/NA)."""
-    try:
-        if path.suffix == ".jsonl":
-            frame = _read_jsonl(path)
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path, encoding="utf-8", keep_default_na=False, dtype=str)
-        elif path.suffix == ".parquet":
-            # Nullable types: an integer column with a gap stays integers (not floats).
-            frame = pd.read_parquet(path, dtype_backend="numpy_nullable")
-        else:
-            raise UserError(f"{path}: unsupported format; use .jsonl, .csv or .parquet.")
-    except FileNotFoundError:
-        raise UserError(f"Data file {path} does not exist; check --data-dir.") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not valid UTF-8 text; re-save it as UTF-8.") from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        if path.stat().st_size == 0:
-            raise UserError(f"{path} is empty; it needs one example per row.") from None
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path} could not be parsed ({first}); fix the file.") from None
-    if frame.empty:
-        raise UserError(f"{path} is empty; it needs one example per row.")
-    return frame
-
-
-def _find_split_file(folder: Path, split: str) -> Path:
-    for ext in FORMATS:
-        candidate = folder / f"{split}.{ext}"
-        if candidate.exists():
-            return candidate
-    raise UserError(
-        f"No {split} file in {folder}: expected {split}.jsonl, {split}.csv or {split}.parquet."
-    )
 
 
 @dataclass
@@ -140,7 +68,7 @@ class _RawSplit:
 
 
 def _local_file(path: Path) -> _RawSplit:
-    return _RawSplit(_read_table(path), str(path), typed=path.suffix != ".csv")
+    return _RawSplit(read_table(path), str(path), typed=path.suffix != ".csv")
 
 
 def _local_frames(task: TaskSpec, data_dir: Path | None) -> tuple[_RawSplit, _RawSplit,
@@ -154,8 +82,8 @@ def _local_frames(task: TaskSpec, data_dir: Path | None) -> tuple[_RawSplit, _Ra
         raise UserError(
             f"No folder for task {task.name!r} in data dir {data_dir}; expected {folder}/."
         )
-    train = _local_file(_find_split_file(folder, "train"))
-    test = _local_file(_find_split_file(folder, "test"))
+    train = _local_file(find_split_file(folder, "train"))
+    test = _local_file(find_split_file(folder, "test"))
     labels_file = folder / "labels.json"
     names = None
     if labels_file.exists():
@@ -467,8 +395,7 @@ def load_task_data(
     names = _label_names(task, raw_train, found)
     train, train_dropped = _checked_split(raw_train, task, names, on_bad_rows)
     test, test_dropped = _checked_split(raw_test, task, names, on_bad_rows)
-    loaded = Loaded(train.texts, test.texts, {"train": train_dropped, "test": test_dropped},
-                    on_bad_rows, drop_test_leaks)
+    full_texts = {"train": train.texts, "test": test.texts}  # before dropping leaked rows
     if drop_test_leaks:
         leaked = hygiene.found_in(test.texts, train.texts)
         if leaked.all():
@@ -488,7 +415,11 @@ def load_task_data(
     if data_hygiene:
         # Counted here, so that the full splits' texts are not kept alive through training
         # (they would raise the cell's recorded peak memory).
-        data.hygiene = hygiene.record_section(loaded, data)
+        data.hygiene = hygiene.record_section(
+            full_texts, {"train": data.train.texts, "val": data.val.texts,
+                         "test": data.test.texts},
+            dropped={"train": train_dropped, "test": test_dropped},
+            on_bad_rows=on_bad_rows, drop_test_leaks=drop_test_leaks)
     return data
 
 

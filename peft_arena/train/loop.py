@@ -16,11 +16,11 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from peft_arena import progress
-from peft_arena.cell.early_stopping import EarlyStopping
-from peft_arena.cell.modeling import inference_attention
+from peft_arena.common import progress
 from peft_arena.measure.metrics import classification_metrics, confidence_summary
 from peft_arena.measure.timing import PhaseTimer
+from peft_arena.model.loading import inference_attention
+from peft_arena.train.early_stopping import EarlyStopping
 
 
 class NonFiniteLoss(RuntimeError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
 
 # Right padding keeps each real token at the position it has unpadded: decoders number
 # positions 0, 1, ... whatever the attention mask says, so left padding would shift them and

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-from peft_arena.cell.modeling import transformers_model
+from peft_arena.model.loading import transformers_model
 
 # Classifiers whose decoder layers have Llama's layout (`input_layernorm`, `self_attn` with
 # q/k/v/o projections and rotary embeddings, `post_attention_layernorm`, `mlp`) and whose

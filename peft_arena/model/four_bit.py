@@ -1,7 +1,7 @@
 """Which kernels a cell's 4-bit weights ran on, in words for the record and the terminal.
 
 bitsandbytes' import-time warnings about its optional fused CPU kernel are kept off the
-terminal (see `peft_arena/library_logs.py`); a cell that loads 4-bit weights records this
+terminal (see `peft_arena/common/library_logs.py`); a cell that loads 4-bit weights records this
 instead, and `peft-arena run` prints it once per run.
 """
 
@@ -11,7 +11,7 @@ import sys
 
 import torch
 
-from peft_arena import library_logs
+from peft_arena.common import library_logs
 
 FUSED_REPOSITORY = "kernels-community/quantization-bitsandbytes"
 

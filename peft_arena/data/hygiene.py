@@ -13,12 +13,9 @@ different training row with the same text (never the row itself).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from peft_arena.cell.data import Loaded, TaskData
 
 LEAKED = "in_train"  # why a test row was dropped under drop_test_leaks
 TEXT_MATCH = "exact after collapsing whitespace"
@@ -33,7 +30,7 @@ def normalise(text: str) -> str:
     return " ".join(text.split())
 
 
-class _Normaliser:
+class Normaliser:
     """Normalises each distinct string once: the used splits reuse the full splits' strings."""
 
     def __init__(self) -> None:
@@ -52,15 +49,15 @@ class _Normaliser:
 
 def found_in(texts: list[str], reference: list[str]) -> np.ndarray:
     """Per row of `texts`: whether some row of `reference` has the same text."""
-    norm = _Normaliser()
+    norm = Normaliser()
     known = set(norm(reference))
     return np.fromiter((t in known for t in norm(texts)), dtype=bool, count=len(texts))
 
 
-def split_counts(splits: dict[str, list[str]], norm: _Normaliser | None = None
+def split_counts(splits: dict[str, list[str]], norm: Normaliser | None = None
                  ) -> dict[str, dict[str, int]]:
     """Rows, duplicates within the split, and (other than train) rows whose text is in train."""
-    norm = norm or _Normaliser()
+    norm = norm or Normaliser()
     normalised = {name: norm(texts) for name, texts in splits.items()}
     train = set(normalised["train"])
     counts = {}
@@ -72,20 +69,22 @@ def split_counts(splits: dict[str, list[str]], norm: _Normaliser | None = None
     return counts
 
 
-def record_section(loaded: Loaded, data: TaskData) -> dict[str, Any]:
-    """Bad rows dropped, and duplicates and leaks of the full splits (`loaded`) and of the rows
-    used (`data`)."""
-    norm = _Normaliser()
-    full = split_counts({"train": loaded.train_texts, "test": loaded.test_texts}, norm)
-    used = split_counts({"train": data.train.texts, "val": data.val.texts,
-                         "test": data.test.texts}, norm)
+def record_section(full: dict[str, list[str]], used: dict[str, list[str]], *,
+                   dropped: dict[str, dict[str, int]], on_bad_rows: str,
+                   drop_test_leaks: bool) -> dict[str, Any]:
+    """Bad rows dropped (split -> why -> rows), and duplicates and leaks of the full splits
+    (train and test after dropping bad rows, before dropping leaked rows) and of the rows used
+    (train, val, test)."""
+    norm = Normaliser()
+    full_counts = split_counts(full, norm)
+    used_counts = split_counts(used, norm)
     return {
         "text_match": TEXT_MATCH,
-        "on_bad_rows": loaded.on_bad_rows,
-        "drop_test_leaks": loaded.drop_test_leaks,
-        "dropped": loaded.dropped,
-        "full": full,
-        "used": used,
+        "on_bad_rows": on_bad_rows,
+        "drop_test_leaks": drop_test_leaks,
+        "dropped": dropped,
+        "full": full_counts,
+        "used": used_counts,
         # The test score a cell reports includes test rows whose text it may have trained on.
-        "test_leaks_into_train": full["test"][LEAKED] > 0 and not loaded.drop_test_leaks,
+        "test_leaks_into_train": full_counts["test"][LEAKED] > 0 and not drop_test_leaks,
     }

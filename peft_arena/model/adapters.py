@@ -17,8 +17,8 @@ import torch
 from peft import PeftConfig
 from peft.utils import constants
 
-from peft_arena.architecture.heads import head_module_names
-from peft_arena.errors import UserError
+from peft_arena.common.errors import UserError
+from peft_arena.model.heads import head_module_names
 
 # PEFT adds these to modules_to_save of every sequence-classification model itself.
 _PEFT_HEAD_NAMES = ("classifier", "score")

@@ -22,8 +22,8 @@ import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.presets import resolve_model_path
-from peft_arena.errors import UserError
 
 
 @contextmanager

@@ -15,7 +15,7 @@ from torch import nn
 from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask
 
-from peft_arena.cell.modeling import transformers_model
+from peft_arena.model.loading import transformers_model
 
 LEVELS = 1 << 16
 # The attention implementation name under which `eager_attention` is registered.

@@ -22,8 +22,8 @@ from typing import Any
 from accelerate import Accelerator
 from accelerate.utils import is_mlflow_available, is_tensorboard_available, is_wandb_available
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.errors import UserError
 
 PROJECT = "peft-arena"
 _AVAILABLE: dict[str, Callable[[], bool]] = {

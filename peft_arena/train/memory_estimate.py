@@ -34,16 +34,16 @@ from typing import Any
 
 import torch
 
-from peft_arena.architecture.heads import (
+from peft_arena.config.spec import CellSpec
+from peft_arena.model.heads import (
     check_classifiable,
     full_precision_module_names,
     load_config,
 )
-from peft_arena.architecture.heads import skeleton as build_skeleton
-from peft_arena.cell.memory_tools import base_dtype
-from peft_arena.cell.precision import resolve_precision
-from peft_arena.config.spec import CellSpec
+from peft_arena.model.heads import skeleton as build_skeleton
 from peft_arena.strategies import load_strategies
+from peft_arena.train.memory_tools import base_dtype
+from peft_arena.train.precision import resolve_precision
 
 # Parameter shapes do not depend on the schedule; AdaLoRA only needs a valid step count.
 _COUNTING_STEPS = 100
