@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from peft_arena.common.errors import UserError
+from peft_arena.data.files import read_table
 from peft_arena.generation.prompts import Example
-from peft_arena.generation.user_error import UserError
 
 ROLES = ("system", "user", "assistant")
 
@@ -105,34 +106,6 @@ def examples_from_frame(frame: pd.DataFrame, where: str, *, prompt_column: str =
             raise UserError(f"{where}: row {row} has an empty prompt.")
         examples.append(Example(str(prompt), str(completion)))
     return examples
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """A JSONL, CSV or Parquet file as a frame of its values as written."""
-    try:
-        if path.suffix == ".jsonl":
-            lines = path.read_text(encoding="utf-8").splitlines()
-            try:
-                frame = pd.DataFrame([json.loads(line) for line in lines if line.strip()],
-                                     dtype=object)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: a line is not valid JSON ({exc.msg}).") from None
-        elif path.suffix == ".csv":
-            frame = pd.read_csv(path, encoding="utf-8", keep_default_na=False, dtype=str)
-        elif path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            raise UserError(f"{path}: unsupported format; use .jsonl, .csv or .parquet.")
-    except FileNotFoundError:
-        raise UserError(f"Data file {path} does not exist.") from None
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not valid UTF-8 text; re-save it as UTF-8.") from None
-    except (ValueError, pd.errors.ParserError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise UserError(f"{path} could not be parsed ({first}); fix the file.") from None
-    if frame.empty:
-        raise UserError(f"{path} is empty; it needs one example per row.")
-    return frame
 
 
 def read_examples(path: str | Path, **columns: str) -> list[Example]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
-from peft_arena.generation.user_error import UserError
+from peft_arena.common.errors import UserError
 
 CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel")
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from peft_arena.generation.user_error import UserError
+from peft_arena.common.errors import UserError
 
 PLACEHOLDER = "{text}"
 CHAT_MODES = ("auto", "always", "never")

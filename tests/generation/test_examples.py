@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from transformers import BertConfig, LlamaConfig
 
+from peft_arena.common.errors import UserError
 from peft_arena.generation.examples import label_examples, read_examples
 from peft_arena.generation.models import check_generative, is_generative
 from peft_arena.generation.prompts import Example
-from peft_arena.generation.user_error import UserError
 
 CHAT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Colour?"},
         {"role": "assistant", "content": "red"}]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from peft_arena.common.errors import UserError
 from peft_arena.generation.prompts import (
     Example,
     PromptFormat,
@@ -11,7 +12,6 @@ from peft_arena.generation.prompts import (
     describe,
     encode,
 )
-from peft_arena.generation.user_error import UserError
 from tests.generation.conftest import make_chat_tokenizer
 
 TEMPLATE = "Classify the text.\n{text}\nTopic:"
