@@ -30,6 +30,7 @@ from peft_arena.common import progress
 from peft_arena.config.gguf_source import model_source
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import resolve_task
 from peft_arena.data.batching import (
     Collator,
     IndexDataset,
@@ -74,8 +75,10 @@ from peft_arena.records.store import results_dir_of, write_record
 from peft_arena.strategies import Strategy, load_strategies
 from peft_arena.train import distributed, trackers
 from peft_arena.train.loop import (
+    CLASSIFICATION_HOOKS,
     EvalCallback,
     EvalResult,
+    TaskHooks,
     TrainResult,
     evaluate,
     optimizer_steps_per_epoch,
@@ -256,10 +259,7 @@ class Cell:
         setup.accelerator.gradient_accumulation_steps = plan.accumulation_steps
         loaders = dict(inputs.loaders)
         if plan.batch_size != spec.batch_size:
-            loaders["train"] = _loader(inputs.splits["train"], inputs.pad_id,
-                                       LengthGroupedBatchSampler(
-                                           inputs.splits["train"].lengths, plan.batch_size,
-                                           spec.seed))
+            loaders["train"] = self._train_loader(inputs, plan.batch_size)
         with self.timer.phase("model"):
             model = self._model_to_train(setup, inputs)
             trainable, total = count_parameters(model)
@@ -274,17 +274,31 @@ class Cell:
         return Built(model, optimizer, scheduler, {"train": train, "val": val, "test": test},
                      trainable, total)
 
+    def _train_loader(self, inputs: Inputs, batch_size: int) -> DataLoader:
+        """The training batches at another batch size (a split of the spec's)."""
+        return _loader(inputs.splits["train"], inputs.pad_id, LengthGroupedBatchSampler(
+            inputs.splits["train"].lengths, batch_size, self.spec.seed))
+
+    def _load_model(self, setup: Setup, inputs: Inputs) -> torch.nn.Module:
+        """The model as loaded, before the strategy wraps it: with a classification head."""
+        strategy = setup.strategy
+        return load_model(self.spec.model, inputs.label_names, on_gpu=setup.on_gpu,
+                          trust_remote_code=self.trust_remote_code,
+                          dtype=base_dtype(strategy.peft_config_class is not None,
+                                           setup.precision.name),
+                          pad_token_id=inputs.pad_id,
+                          **strategy.load_kwargs(setup.precision.compute_dtype))
+
+    def _hooks(self, setup: Setup, inputs: Inputs) -> TaskHooks:
+        """The task kind's loss, batch counts and validation pass for the training loop."""
+        return CLASSIFICATION_HOOKS
+
     def _model_to_train(self, setup: Setup, inputs: Inputs) -> torch.nn.Module:
         """The loaded model, with the memory tools the spec asks for, wrapped by its strategy:
         a frozen base in bf16 in bf16 runs, trainable weights in fp32."""
         spec, strategy = self.spec, setup.strategy
         set_seed(spec.seed)  # before the head and the adapters draw their initial weights
-        model = load_model(spec.model, inputs.label_names, on_gpu=setup.on_gpu,
-                           trust_remote_code=self.trust_remote_code,
-                           dtype=base_dtype(strategy.peft_config_class is not None,
-                                            setup.precision.name),
-                           pad_token_id=inputs.pad_id,
-                           **strategy.load_kwargs(setup.precision.compute_dtype))
+        model = self._load_model(setup, inputs)
         if spec.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         model = strategy.wrap(model, inputs.total_steps)
@@ -300,7 +314,8 @@ class Cell:
             trained = train_epochs(built.model, setup.strategy, built.optimizer,
                                    built.scheduler, built.loaders["train"],
                                    built.loaders["val"], setup.accelerator, self.spec,
-                                   inputs.total_steps, self.on_evaluate, timer=self.timer)
+                                   inputs.total_steps, self.on_evaluate, timer=self.timer,
+                                   hooks=self._hooks(setup, inputs))
         # The whole cell's work, over every rank of a multi-device cell.
         trained.samples, trained.tokens = distributed.sum_over_ranks(
             setup.accelerator, trained.samples, trained.tokens)
@@ -316,7 +331,7 @@ class Cell:
                                self.spec, inputs.label_names, model_dir)
         return model_dir
 
-    def test(self, setup: Setup, built: Built) -> EvalResult:
+    def test(self, setup: Setup, inputs: Inputs, built: Built) -> EvalResult:
         with self.timer.phase("eval"):
             tested = evaluate(built.model, built.loaders["test"], setup.accelerator, "test")
             [tested.tokens] = distributed.sum_over_ranks(setup.accelerator, tested.tokens)
@@ -386,7 +401,7 @@ class Cell:
         with setup.poller or nullcontext(), timeline:
             inputs, built, trained = self._up_to_training(setup)
             model_dir = self.save(setup, inputs, built)
-            tested = self.test(setup, built)
+            tested = self.test(setup, inputs, built)
             measured = self.measure(setup, inputs, built, trained)
         memory = memory_report(setup.poller, measured.weights_bytes)  # last: a lifetime peak
         rank_peaks = distributed.per_rank(setup.accelerator, memory["peak_bytes"])
@@ -495,19 +510,29 @@ class Cell:
                 "eval_tokens_per_s": tested.tokens / phases["eval_s"]}
 
 
+# The steps of each task kind: `Cell` for classification; the package's __init__ imports
+# cell.generative, which adds its `GenerativeCell` for "generation".
+CELL_KINDS: dict[str, type[Cell]] = {"classification": Cell}
+
+
+def cell_class(spec: CellSpec) -> type[Cell]:
+    """The steps for the kind of the cell's task."""
+    return CELL_KINDS[resolve_task(spec.task_source).kind]
+
+
 def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
              timer: PhaseTimer | None = None, *, results_dir: Path | None = None,
              on_evaluate: EvalCallback | None = None,
              trust_remote_code: bool = False) -> Record:
     """Run every step of one cell and return its ok record (see `Cell`)."""
-    return Cell(spec, data_dir, timer=timer, results_dir=results_dir, on_evaluate=on_evaluate,
-                trust_remote_code=trust_remote_code).run()
+    return cell_class(spec)(spec, data_dir, timer=timer, results_dir=results_dir,
+                            on_evaluate=on_evaluate, trust_remote_code=trust_remote_code).run()
 
 
 def train_cell(spec: CellSpec, data_dir: str | Path | None = None, *,
                on_evaluate: EvalCallback | None = None) -> TrainingOutcome:
     """Train and validate one cell, never touching its test split (a search trial)."""
-    return Cell(spec, data_dir, on_evaluate=on_evaluate).train_only()
+    return cell_class(spec)(spec, data_dir, on_evaluate=on_evaluate).train_only()
 
 
 def _val_metrics(trained: TrainResult) -> Metrics:

@@ -13,6 +13,20 @@ the text and the label, the label names and a default maximum sequence length:
     on_bad_rows: error                 # or drop: see below
     drop_test_leaks: false             # true: drop test rows whose text is also in train
 
+A generative task (`kind: generation`) trains the model to write the answer as text after a
+prompt rendered from `prompt` (a template with one `{text}` placeholder), through the
+tokenizer's chat template where it has one (`chat_template: auto`; `always` makes a missing
+one an error, `never` skips it), with an optional `system` message. Its answer is the label's
+name, scored by greedy generation (`label_scoring: generate`) or by each label's likelihood
+(`likelihood`). `extends: agnews` takes another task's data, columns, labels and length, so
+that `agnews-gen` reads the same files as `agnews`:
+
+    name: agnews-gen
+    extends: agnews
+    kind: generation
+    prompt: "Classify the topic of this news article...\n\n{text}\n\nTopic:"
+    max_length: 192                    # template, text and answer together
+
 `on_bad_rows` decides what happens to a row that cannot be used: an empty or whitespace-only
 text, a missing or empty label, a float label where integer ids are expected (`1.0`), a label
 id outside the label names or a label name not among them. `error` (the default) stops with
@@ -25,6 +39,7 @@ the cells' identity like any other setting.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -36,6 +51,10 @@ from peft_arena.config.registry import Registry
 from peft_arena.config.yamlfile import load_yaml, load_yaml_file
 
 BAD_ROW_ACTIONS = ("error", "drop")
+TASK_KINDS = ("classification", "generation")
+CHAT_TEMPLATE_MODES = ("auto", "always", "never")
+LABEL_SCORINGS = ("generate", "likelihood")
+PLACEHOLDER = "{text}"
 # Task settings that decide which rows a cell uses, with their defaults. A run may override
 # them (CellSpec fields of the same names).
 DATA_SETTINGS: dict[str, Any] = {"on_bad_rows": "error", "drop_test_leaks": False}
@@ -62,10 +81,27 @@ class TaskSpec:
     source_file: Path | None = field(default=None, compare=False)
     on_bad_rows: str = DATA_SETTINGS["on_bad_rows"]
     drop_test_leaks: bool = DATA_SETTINGS["drop_test_leaks"]
+    kind: str = "classification"
+    # Generation only: the prompt template, system message, chat template use and scoring.
+    prompt: str | None = None
+    system: str | None = None
+    chat_template: str = "auto"
+    label_scoring: str = "generate"
+    # The task whose data folder (under --data-dir) this one reads; None: its own name.
+    data_task: str | None = None
 
     @property
     def is_local(self) -> bool:
         return self.train_file is not None
+
+    @property
+    def is_generation(self) -> bool:
+        return self.kind == "generation"
+
+    @property
+    def data_name(self) -> str:
+        """The folder of the task's data under a data dir."""
+        return self.data_task or self.name
 
     def changed_data_settings(self) -> dict[str, Any]:
         """The data settings this task sets away from their defaults."""
@@ -83,42 +119,78 @@ def check_data_settings(on_bad_rows: Any, drop_test_leaks: Any, origin: str) -> 
                         f"not {drop_test_leaks!r}.")
 
 
-def _parse(data: Any, origin: Path) -> TaskSpec:
-    if not isinstance(data, dict) or "name" not in data:
-        raise UserError(f"Task file {origin} must be a YAML mapping with at least a 'name'.")
-    known = {"name", "text_column", "label_column", "labels", "max_length", "hub",
-             "train_file", "test_file", *DATA_SETTINGS}
-    unknown = set(data) - known
-    if unknown:
-        raise UserError(
-            f"Task file {origin}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(known))}."
-        )
-    hub = HubSource(**data["hub"]) if data.get("hub") else None
-    files = {}
+_GENERATION_KEYS = ("prompt", "system", "chat_template", "label_scoring")
+_KNOWN = {"name", "extends", "kind", "text_column", "label_column", "labels", "max_length", "hub",
+          "train_file", "test_file", *DATA_SETTINGS, *_GENERATION_KEYS}
+
+
+def _values(data: dict[str, Any], origin: Path) -> dict[str, Any]:
+    """TaskSpec fields for the keys the file sets."""
+    values: dict[str, Any] = {"name": str(data["name"]), "source_file": origin}
+    for key in ("text_column", "label_column", "kind", "system", "chat_template",
+                "label_scoring", "prompt"):
+        if data.get(key) is not None:
+            values[key] = str(data[key])
+    if data.get("labels"):
+        values["labels"] = tuple(str(name) for name in data["labels"])
+    if "max_length" in data:
+        values["max_length"] = int(data["max_length"])
+    if data.get("hub"):
+        values["hub"] = HubSource(**data["hub"])
     for key in ("train_file", "test_file"):
         if data.get(key):
             path = Path(data[key])
-            files[key] = path if path.is_absolute() else (origin.parent / path).resolve()
-    if hub is None and len(files) != 2:
+            values[key] = path if path.is_absolute() else (origin.parent / path).resolve()
+    for key in DATA_SETTINGS:
+        if key in data:
+            values[key] = data[key]
+    return values
+
+
+def _check(task: TaskSpec, origin: Path) -> TaskSpec:
+    where = f"Task file {origin}"
+    check_data_settings(task.on_bad_rows, task.drop_test_leaks, where)
+    if task.hub is None and not (task.train_file and task.test_file):
+        raise UserError(f"{where}: give both 'train_file' and 'test_file' (or a 'hub' source).")
+    if task.kind not in TASK_KINDS:
+        raise UserError(f"{where}: kind must be one of {', '.join(TASK_KINDS)}, "
+                        f"not {task.kind!r}.")
+    if not task.is_generation:
+        set_here = [key for key in _GENERATION_KEYS
+                    if getattr(task, key) != _TASK_DEFAULTS[key]]
+        if set_here:
+            raise UserError(f"{where}: {', '.join(set_here)} apply to generation tasks only; "
+                            f"add `kind: generation`.")
+        return task
+    if task.prompt is not None and task.prompt.count(PLACEHOLDER) != 1:
+        raise UserError(f"{where}: the prompt needs exactly one {PLACEHOLDER} (where the "
+                        f"example's text goes).")
+    for key, allowed in (("chat_template", CHAT_TEMPLATE_MODES),
+                         ("label_scoring", LABEL_SCORINGS)):
+        if getattr(task, key) not in allowed:
+            raise UserError(f"{where}: {key} must be one of {', '.join(allowed)}, "
+                            f"not {getattr(task, key)!r}.")
+    return task
+
+
+def _parse(data: Any, origin: Path, parents: Registry[TaskSpec] | None = None) -> TaskSpec:
+    if not isinstance(data, dict) or "name" not in data:
+        raise UserError(f"Task file {origin} must be a YAML mapping with at least a 'name'.")
+    unknown = set(data) - _KNOWN
+    if unknown:
         raise UserError(
-            f"Task file {origin}: give both 'train_file' and 'test_file' (or a 'hub' source)."
+            f"Task file {origin}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(_KNOWN))}."
         )
-    labels = data.get("labels")
-    settings = {key: data.get(key, default) for key, default in DATA_SETTINGS.items()}
-    check_data_settings(settings["on_bad_rows"], settings["drop_test_leaks"],
-                        f"Task file {origin}")
-    return TaskSpec(
-        name=str(data["name"]),
-        text_column=data.get("text_column", "text"),
-        label_column=data.get("label_column", "label"),
-        labels=tuple(str(name) for name in labels) if labels else None,
-        max_length=int(data.get("max_length", 128)),
-        hub=hub,
-        source_file=origin,
-        **settings,
-        **files,
-    )
+    values = _values(data, origin)
+    if data.get("extends"):
+        parent = (parents if parents is not None else builtin_tasks()).get(str(data["extends"]))
+        # The parent's data, columns and labels; its kind and prompt only where not set.
+        return _check(dataclasses.replace(parent, data_task=parent.data_name, **values), origin)
+    return _check(TaskSpec(**values), origin)
+
+
+_TASK_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TaskSpec)}
 
 
 def load_task_file(path: str | Path) -> TaskSpec:
@@ -130,10 +202,14 @@ def load_task_file(path: str | Path) -> TaskSpec:
 def builtin_tasks() -> Registry[TaskSpec]:
     registry: Registry[TaskSpec] = Registry("task")
     folder = resources.files("peft_arena.config") / "builtin_tasks"
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".yaml"):
-            spec = _parse(load_yaml(entry.read_text(encoding="utf-8")), Path(str(entry)))
-            registry.add(spec.name, spec)
+    files = [(Path(str(entry)), load_yaml(entry.read_text(encoding="utf-8")))
+             for entry in sorted(folder.iterdir(), key=lambda e: e.name)
+             if entry.name.endswith(".yaml")]
+    # Tasks that extend another come after every task they could extend.
+    for path, data in sorted(files, key=lambda item: isinstance(item[1], dict)
+                             and bool(item[1].get("extends"))):
+        spec = _parse(data, path, registry)
+        registry.add(spec.name, spec)
     return registry
 
 

@@ -77,7 +77,7 @@ def _local_frames(task: TaskSpec, data_dir: Path | None) -> tuple[_RawSplit, _Ra
         assert task.train_file is not None and task.test_file is not None
         return _local_file(task.train_file), _local_file(task.test_file), None
     assert data_dir is not None
-    folder = Path(data_dir) / task.name
+    folder = Path(data_dir) / task.data_name
     if not folder.is_dir():
         raise UserError(
             f"No folder for task {task.name!r} in data dir {data_dir}; expected {folder}/."
@@ -388,7 +388,7 @@ def load_task_data(
     drop_test_leaks = task.drop_test_leaks if drop_test_leaks is None else drop_test_leaks
     if task.is_local or data_dir is not None:
         raw_train, raw_test, found = _local_frames(task, data_dir)
-        origin = str(task.train_file.parent if task.is_local else Path(data_dir) / task.name)
+        origin = str(task.train_file.parent if task.is_local else Path(data_dir) / task.data_name)
     else:
         raw_train, raw_test, found = _hub_frames(task)
         origin = task.hub.path if task.hub else task.name

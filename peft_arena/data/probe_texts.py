@@ -44,8 +44,13 @@ def _drawn_with(seed: int) -> dict[str, Any]:
 
 
 def source_tasks(trained: str) -> list[str]:
-    """The built-in tasks a cell trained on `trained` is probed on: every one but itself."""
-    return [name for name in builtin_tasks().names() if name != trained]
+    """The built-in tasks a cell trained on `trained` is probed on: every other data set. A
+    generative form (agnews-gen) reads its classification task's data: never a source, and
+    its own data is the trained task's."""
+    tasks = builtin_tasks()
+    own = tasks.get(trained).data_name if trained in tasks.names() else trained
+    return [name for name in tasks.names()
+            if tasks.get(name).kind == "classification" and name != own]
 
 
 def _file_stamp(path: Path) -> list[Any]:
@@ -59,7 +64,7 @@ def _task_stamp(task: TaskSpec, data_dir: Path | None) -> list[Any]:
     if task.is_local:
         return [_file_stamp(Path(p)) for p in (task.train_file, task.test_file)]
     if data_dir is not None:
-        folder = Path(data_dir) / task.name
+        folder = Path(data_dir) / task.data_name
         files = sorted(folder.glob("*.*")) if folder.is_dir() else []
         return [_file_stamp(p) for p in files if p.suffix in (".jsonl", ".csv", ".parquet",
                                                               ".json")]

@@ -106,6 +106,14 @@ class Encoded:
     def __len__(self) -> int:
         return len(self.prompt_ids)
 
+    def fingerprint(self) -> str:
+        """Changes with any token id of any example."""
+        digest = hashlib.sha256()
+        for ids in (*self.prompt_ids, *self.completion_ids):
+            digest.update(np.asarray(ids, dtype=np.int64).tobytes())
+            digest.update(b"|")
+        return digest.hexdigest()[:16]
+
     @property
     def lengths(self) -> np.ndarray:
         """Prompt + completion tokens per example."""

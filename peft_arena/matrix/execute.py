@@ -31,7 +31,9 @@ from pathlib import Path
 
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import resolve_task
 from peft_arena.data.loading import load_cell_data, resolve_data_dir
+from peft_arena.generation.models import check_generative
 from peft_arena.matrix.executors import (
     CellFuture,
     CellJob,
@@ -42,6 +44,7 @@ from peft_arena.matrix.executors import (
 )
 from peft_arena.measure.hardware_identity import machine_here, machine_of
 from peft_arena.measure.provenance import environment
+from peft_arena.model.heads import load_config
 from peft_arena.model.loading import check_model
 from peft_arena.records.builders import error_section, failed_record
 from peft_arena.records.schema import Record
@@ -115,9 +118,15 @@ def preflight(cells: list[CellSpec], data_dir: str | Path | None, *,
     """Load each task's data and check each model once before any training, so a bad file or
     a model no cell could train fails the command at once, in one line, instead of failing
     every cell of that task or model."""
+    kinds = {spec.task_source: resolve_task(spec.task_source) for spec in cells}
     for model, checkpointing in sorted({(c.model, c.gradient_checkpointing) for c in cells}):
+        tasks = {kinds[c.task_source] for c in cells if c.model == model}
         check_model(model, gradient_checkpointing=checkpointing,
-                    trust_remote_code=trust_remote_code)
+                    trust_remote_code=trust_remote_code,
+                    classification=any(not task.is_generation for task in tasks))
+        for task in sorted((t for t in tasks if t.is_generation), key=lambda t: t.name):
+            check_generative(model, load_config(model, trust_remote_code=trust_remote_code),
+                             task.name)
     seen: set[tuple] = set()
     folder = resolve_data_dir(data_dir)
     for spec in cells:

@@ -7,6 +7,9 @@
   one-line error that says to set them.
 - The classification head, whatever the architecture calls it, trains in full beside the
   adapters (`modules_to_save`), so that it is trained and saved with them.
+- A causal LM (a generative task) gets PEFT's CAUSAL_LM task type and no head beside the
+  adapters: its LM head sits outside the base model too, but is the pretrained one (tied to
+  the embedding on SmolLM2) and stays frozen.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from peft_arena.model.heads import head_module_names
 # PEFT adds these to modules_to_save of every sequence-classification model itself.
 _PEFT_HEAD_NAMES = ("classifier", "score")
 _LORA_FAMILY = ("LORA", "ADALORA", "LOHA", "LOKR")
+CAUSAL_LM_CLASS_SUFFIXES = ("ForCausalLM", "LMHeadModel")
+
+
+def is_causal_lm(model: torch.nn.Module) -> bool:
+    return type(model).__name__.endswith(CAUSAL_LM_CLASS_SUFFIXES)
 
 
 def _defaults_table(peft_type: str, kind: str = "TARGET") -> dict[str, list[str]]:
@@ -54,6 +62,9 @@ def fit_to_model(config: PeftConfig, model: torch.nn.Module, strategy: str) -> P
             config.feedforward_modules = [
                 t for t in _defaults_table(peft_type, "FEEDFORWARD").get(model_type, [])
                 if t in targets]
+    if is_causal_lm(model):
+        config.task_type = "CAUSAL_LM"
+        return config
     if hasattr(config, "modules_to_save"):
         kept = list(config.modules_to_save or [])
         extra = [n for n in head_module_names(model) if n not in (*_PEFT_HEAD_NAMES, *kept)]

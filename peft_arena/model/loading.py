@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from peft_arena.common.errors import UserError
@@ -80,12 +80,37 @@ def load_model(model: str, label_names: list[str], *, on_gpu: bool,
     return loaded
 
 
+def load_causal_lm(model: str, *, on_gpu: bool, attention: str | None = None,
+                   trust_remote_code: bool = False, dtype: torch.dtype = torch.float32,
+                   pad_token_id: int | None = None, **load_kwargs: Any) -> torch.nn.Module:
+    """The model with its language-model head, for a generative task; settings as
+    `load_model`'s. A 4-bit load keeps the LM head in full precision: transformers leaves
+    the output embeddings out of quantization when no skip list is given."""
+    path = resolve_model_path(model)
+    attention = attention or ("sdpa" if on_gpu else "eager")
+    with loading_errors(model, "model"):
+        loaded = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, attn_implementation=attention,
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True if _offers_safetensors(path) else None, **load_kwargs)
+    if pad_token_id is None:
+        pad_token_id = load_tokenizer(model, trust_remote_code=trust_remote_code).pad_token_id
+    match_pad_token(loaded.config, pad_token_id)
+    # Generation reads the model's own defaults unless told otherwise; decoding passes its
+    # own greedy config, and the pad id must match the tokenizer's.
+    if getattr(loaded, "generation_config", None) is not None:
+        loaded.generation_config.pad_token_id = pad_token_id
+    return loaded
+
+
 def check_model(model: str, *, gradient_checkpointing: bool = False,
-                trust_remote_code: bool = False) -> None:
-    """Fail at once, in one line, for a model no cell could train: no classification class,
-    a tokenizer that cannot pad, or gradient checkpointing it lacks."""
+                trust_remote_code: bool = False, classification: bool = True) -> None:
+    """Fail at once, in one line, for a model no cell could train: no classification class
+    (when a classification task needs one), a tokenizer that cannot pad, or gradient
+    checkpointing it lacks."""
     config = load_config(model, trust_remote_code=trust_remote_code)
-    check_classifiable(model, config)
+    if classification:
+        check_classifiable(model, config)
     load_tokenizer(model, trust_remote_code=trust_remote_code)
     if gradient_checkpointing and not supports_gradient_checkpointing(config):
         raise UserError(

@@ -97,6 +97,38 @@ class TrainResult:
         return next(e for e in self.history if e["step"] == self.best_step)
 
 
+def _head_loss(model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    return model(**batch).loss
+
+
+def _rows(batch: dict[str, Any]) -> int:
+    return int(batch["labels"].shape[0])
+
+
+def _real_tokens(batch: dict[str, Any]) -> int:
+    return int(batch["attention_mask"].sum())
+
+
+def _validate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator
+              ) -> EvalResult:
+    return evaluate(model, loader, accelerator, "validate")
+
+
+@dataclass(frozen=True)
+class TaskHooks:
+    """What a kind of task changes in the training loop: its loss, how it counts the
+    examples and real tokens of a batch, and its validation pass. The defaults are the
+    classification head's; a generative task brings its own (cell.generative)."""
+
+    loss: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor] = _head_loss
+    samples: Callable[[dict[str, Any]], int] = _rows
+    tokens: Callable[[dict[str, Any]], int] = _real_tokens
+    validate: Callable[[torch.nn.Module, DataLoader, Accelerator], EvalResult] = _validate
+
+
+CLASSIFICATION_HOOKS = TaskHooks()
+
+
 def optimizer_steps_per_epoch(batches: int, accumulation_steps: int) -> int:
     """An epoch's last group of batches steps the optimizer even when it is short."""
     return -(-batches // accumulation_steps)
@@ -104,7 +136,8 @@ def optimizer_steps_per_epoch(batches: int, accumulation_steps: int) -> int:
 
 def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, accelerator, spec,
                  total_steps: int, on_evaluate: EvalCallback | None = None,
-                 timer: PhaseTimer | None = None) -> TrainResult:
+                 timer: PhaseTimer | None = None,
+                 hooks: TaskHooks = CLASSIFICATION_HOOKS) -> TrainResult:
     """Train for `total_steps`, validating every epoch or every `spec.eval_every` steps.
 
     `on_evaluate` gets each history entry as it is made (it may raise to abandon the run, as a
@@ -122,7 +155,7 @@ def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, acce
         """One validation pass into the history; True when early stopping says stop."""
         nonlocal running, batches
         with timer.phase("validate") if timer else nullcontext():
-            val = evaluate(model, val_loader, accelerator, "validate")
+            val = hooks.validate(model, val_loader, accelerator)
         model.train()
         entry = {"epoch": epoch, "step": step, "train_loss": running / max(batches, 1),
                  "val_loss": val.loss, "val_accuracy": val.accuracy, "val_macro_f1": val.macro_f1}
@@ -143,7 +176,7 @@ def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, acce
             # Accelerate sums the gradients of `gradient_accumulation_steps` batches (and of
             # an epoch's shorter last group) before it lets the optimizer step.
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
+                loss = hooks.loss(model, batch)
                 if not torch.isfinite(loss):
                     raise NonFiniteLoss(f"loss became {loss.item()} at step {step}; "
                                         f"lower the learning rate")
@@ -159,8 +192,8 @@ def train_epochs(model, strategy, optimizer, scheduler, loader, val_loader, acce
                     optimizer.zero_grad(set_to_none=True)
             running += loss.item()
             batches += 1
-            result.samples += batch["labels"].shape[0]
-            result.tokens += int(batch["attention_mask"].sum())
+            result.samples += hooks.samples(batch)
+            result.tokens += hooks.tokens(batch)
             if stepped and eval_steps and step % eval_steps == 0 \
                     and validate(round(step / per_epoch, 3)):
                 result.stopped_early = True

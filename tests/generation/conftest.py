@@ -52,7 +52,7 @@ def chat_tokenizer():
     return make_chat_tokenizer()
 
 
-def tiny_llama(tokenizer, attention: str = "sdpa") -> torch.nn.Module:
+def random_llama(tokenizer, attention: str = "sdpa") -> torch.nn.Module:
     model = decoder_model("llama", tokenizer)
     model.config.pad_token_id = tokenizer.pad_token_id
     model.set_attn_implementation(attention)

@@ -16,7 +16,7 @@ from peft_arena.generation.collate import (
 )
 from peft_arena.generation.loss import completion_loss
 from peft_arena.generation.prompts import Example, PromptFormat, encode
-from tests.generation.conftest import tiny_llama
+from tests.generation.conftest import random_llama
 
 EXAMPLES = [Example("the apple is red and the river", "red"),
             Example("a guitar", "blue"),
@@ -48,7 +48,7 @@ def test_labels_mask_the_prompt_and_padding_by_position_not_by_pad_id(encoded, c
 
 
 def test_the_loss_is_the_mean_over_completion_tokens(encoded, chat_tokenizer):
-    model = tiny_llama(chat_tokenizer).eval()
+    model = random_llama(chat_tokenizer).eval()
     collator = CompletionCollator(encoded.prompt_ids, encoded.completion_ids,
                                   chat_tokenizer.pad_token_id)
     batch = collator([0, 1, 2])
@@ -87,7 +87,7 @@ def _loss_and_grads(model, batch, prune: bool = True):
 
 @pytest.mark.parametrize("attention", ["sdpa", "eager"])
 def test_packing_is_exact(attention, encoded, chat_tokenizer):
-    model = tiny_llama(chat_tokenizer, attention)
+    model = random_llama(chat_tokenizer, attention)
     model.train()
     model.config.use_cache = False
     pad = chat_tokenizer.pad_token_id
@@ -109,7 +109,7 @@ def test_packing_is_exact(attention, encoded, chat_tokenizer):
 
 def test_packing_without_the_mask_would_not_be_exact(encoded, chat_tokenizer):
     """The check above can fail: attention across examples changes the loss."""
-    model = tiny_llama(chat_tokenizer).eval()
+    model = random_llama(chat_tokenizer).eval()
     pad = chat_tokenizer.pad_token_id
     padded = CompletionCollator(encoded.prompt_ids, encoded.completion_ids, pad)([0, 1, 2])
     packed = CompletionCollator(encoded.prompt_ids, encoded.completion_ids, pad,

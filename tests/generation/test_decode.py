@@ -6,7 +6,7 @@ import torch
 
 from peft_arena.generation.decode import greedy_decode, left_padded
 from peft_arena.generation.prompts import Example, PromptFormat, encode
-from tests.generation.conftest import tiny_llama
+from tests.generation.conftest import random_llama
 
 TEXTS = ["the apple", "a river of the guitar that was in the", "one", "his guitar is red",
          "they have the apple and the river and the guitar at one"]
@@ -19,7 +19,7 @@ def test_left_padding_puts_every_prompt_against_the_right_edge():
 
 
 def test_batched_decoding_equals_one_prompt_at_a_time(chat_tokenizer):
-    model = tiny_llama(chat_tokenizer)
+    model = random_llama(chat_tokenizer)
     encoded = encode([Example(t, "red") for t in TEXTS], PromptFormat(), chat_tokenizer, 64)
     batched = greedy_decode(model, chat_tokenizer, encoded.prompt_ids, max_new_tokens=6,
                             batch_size=3)

@@ -21,7 +21,7 @@ from peft_arena.generation.prompts import (
 )
 from peft_arena.generation.scoring import label_scores, parse_labels
 from tests.conftest import FILLER
-from tests.generation.conftest import LABELS, tiny_llama
+from tests.generation.conftest import LABELS, random_llama
 
 KEYWORDS = ["apple", "river"]  # label 0 (red), label 1 (blue)
 
@@ -62,7 +62,7 @@ def test_a_tiny_llama_learns_a_two_label_generative_task(plain_tokenizer):
     train = encode(label_examples(*_rows(256, 1), LABELS), fmt, plain_tokenizer, 32)
     test_texts, test_labels = _rows(40, 2)
     test = encode(label_examples(test_texts, test_labels, LABELS), fmt, plain_tokenizer, 32)
-    model = tiny_llama(plain_tokenizer)
+    model = random_llama(plain_tokenizer)
     longest = max(len(ids) for ids in completion_ids(plain_tokenizer, LABELS, chat=False))
 
     def scores():
@@ -93,7 +93,7 @@ def test_a_user_task_in_chat_form_trains_and_decodes(tmp_path, chat_tokenizer):
     encoded = encode(examples, PromptFormat(), chat_tokenizer, 48)
     assert encoded.chat and encoded.example_prompt.startswith(
         "<|im_start|>system\nName the colour.<|im_end|>\n<|im_start|>user\n")
-    model = tiny_llama(chat_tokenizer)
+    model = random_llama(chat_tokenizer)
     losses = _train(model, encoded, chat_tokenizer.pad_token_id, steps=40, batch_size=16,
                     lr=3e-3, pack=False)
     assert np.mean(losses[-5:]) < np.mean(losses[:5])

@@ -9,7 +9,7 @@ from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
 from peft_arena.generation.collate import CompletionCollator
 from peft_arena.generation.loss import completion_loss, head_at, output_embeddings
 from peft_arena.generation.prompts import Example, PromptFormat, encode
-from tests.generation.conftest import tiny_llama
+from tests.generation.conftest import random_llama
 
 EXAMPLES = [Example("the apple is red and the river", "red"),
             Example("a guitar of the", "blue"),
@@ -36,7 +36,7 @@ def _wrapped(kind: str, model: torch.nn.Module) -> torch.nn.Module:
 @pytest.mark.parametrize("kind", ["full", "lora", "ia3", "prompt_tuning"])
 def test_the_pruned_head_gives_the_full_heads_loss_and_gradients(kind, chat_tokenizer):
     torch.manual_seed(0)
-    model = _wrapped(kind, tiny_llama(chat_tokenizer))
+    model = _wrapped(kind, random_llama(chat_tokenizer))
     model.train()
     encoded = encode(EXAMPLES, PromptFormat("Text: {text}"), chat_tokenizer, 64)
     batch = CompletionCollator(encoded.prompt_ids, encoded.completion_ids,
@@ -57,7 +57,7 @@ def test_the_pruned_head_gives_the_full_heads_loss_and_gradients(kind, chat_toke
 
 
 def test_the_head_sees_only_the_label_positions(chat_tokenizer):
-    model = tiny_llama(chat_tokenizer).eval()
+    model = random_llama(chat_tokenizer).eval()
     seen = []
     output_embeddings(model).register_forward_hook(lambda _m, args, _o: seen.append(args[0]
                                                                                     .shape))

@@ -15,7 +15,7 @@ from peft_arena.generation.scoring import (
     parse_labels,
     text_scores,
 )
-from tests.generation.conftest import tiny_llama
+from tests.generation.conftest import random_llama
 
 NAMES = ["World", "Sports", "Business", "Sci/Tech"]
 
@@ -55,7 +55,7 @@ def test_text_scores():
 
 
 def test_label_log_likelihoods_equal_the_sum_over_each_labels_tokens(chat_tokenizer):
-    model = tiny_llama(chat_tokenizer)
+    model = random_llama(chat_tokenizer)
     labels = ["red", "blue"]
     encoded = encode([Example("the apple", "red"), Example("a river of the guitar", "blue")],
                      PromptFormat(), chat_tokenizer, 64)

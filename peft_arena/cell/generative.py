@@ -1,0 +1,294 @@
+"""A generative task's cell: the steps of `Cell`, with a causal LM that writes the answer.
+
+What differs from the classification cell, step by step (everything else is shared: set-up,
+the strategy's wrap, the training loop, measurements, retention, the record):
+
+- data: each row becomes a prompt -> label-name example (generation.examples), rendered
+  from the task's template through the tokenizer's chat template where it has one, and
+  tokenized apart from its completion (generation.prompts). Training batches are length
+  grouped and padded on the right, with the loss on the completion only
+  (generation.collate). Packing is exact too, but its dense block-diagonal mask costs
+  attention work quadratic in the packed length, more than length grouping's padding saves
+  on CPU: the cell pads.
+- model: the causal LM with its own head (AutoModelForCausalLM); the strategy wraps it with
+  PEFT's CAUSAL_LM task type. Before the wrap, the untuned model answers the test split
+  once per model, task, test set and frozen dtype (cached): the zero-shot score the
+  record keeps beside the tuned one.
+- train: the completion loss with the LM head only at label positions (generation.loss);
+  a validation pass is that loss plus greedy answers on the validation split.
+- test: the test split's completion loss (phase `eval`), then batched greedy decoding with
+  the KV cache up to the longest label's length (phase `decode`, with its tokens/s), the
+  answers parsed into labels (generation.scoring). With `label_scoring: likelihood` the
+  metrics are each label's log-likelihood instead, as lm-evaluation-harness scores.
+- record: metrics gain `invalid_share` and `zero_shot`; `resolved.task_kind`; and a
+  `generation` section (prompt and template, decoding, scoring, zero-shot).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+
+from peft_arena.cell.runner import CELL_KINDS, SPLITS, Built, Cell, Inputs, Setup
+from peft_arena.common import progress
+from peft_arena.common.atomic_file import write_json
+from peft_arena.config.paths import cache_root
+from peft_arena.config.tasks import PLACEHOLDER, TaskSpec, resolve_task
+from peft_arena.data.batching import IndexDataset, LengthGroupedBatchSampler
+from peft_arena.data.loading import load_cell_data
+from peft_arena.generation.collate import (
+    CompletionCollator,
+    batch_sequences,
+    batch_tokens,
+)
+from peft_arena.generation.decode import Decoded, greedy_decode
+from peft_arena.generation.examples import label_examples
+from peft_arena.generation.loss import completion_loss
+from peft_arena.generation.models import check_generative
+from peft_arena.generation.prompts import (
+    Encoded,
+    PromptFormat,
+    check_label_tokens,
+    completion_ids,
+    describe,
+    encode,
+)
+from peft_arena.generation.scoring import label_log_likelihoods, label_scores, parse_labels
+from peft_arena.model.heads import load_config
+from peft_arena.model.loading import inference_attention, load_causal_lm, load_tokenizer
+from peft_arena.records.schema import Metrics, Resolved
+from peft_arena.train import distributed
+from peft_arena.train.loop import EvalResult, TaskHooks, optimizer_steps_per_epoch
+from peft_arena.train.memory_tools import base_dtype
+
+# Rows decoded at once: a KV cache per row; more rows than this gained nothing on CPU.
+DECODE_BATCH = 64
+ZERO_SHOT_VERSION = 1  # bump when the zero-shot measurement changes
+
+
+@dataclass
+class Answers:
+    """What the generative steps know beyond `Inputs`."""
+
+    task: TaskSpec
+    prompt_format: PromptFormat
+    label_completions: list[np.ndarray]  # each label's completion ids, eos included
+    labels: dict[str, np.ndarray]  # split -> label id per example
+    max_new_tokens: int
+
+
+class GenerativeCell(Cell):
+    """The steps of one generative cell (see the module docstring)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.answers: Answers | None = None
+        self.zero_shot: dict[str, Any] | None = None
+        self.decoded: Decoded | None = None
+        self.scoring: dict[str, Any] = {}
+        self._tokenizer: Any = None
+        self._inputs: Inputs | None = None
+
+    # ------------------------------------------------------------------ data
+
+    def load_data(self, *, data_hygiene: bool = True) -> Inputs:
+        spec = self.spec
+        task = resolve_task(spec.task_source)
+        with self.timer.phase("data"), progress.status(f"loading {spec.task} data"):
+            check_generative(spec.model, load_config(
+                spec.model, trust_remote_code=self.trust_remote_code), spec.task)
+            data = load_cell_data(spec, self.data_dir, data_hygiene=data_hygiene)
+        with self.timer.phase("tokenize"), progress.status("tokenizing prompts"):
+            tokenizer = load_tokenizer(spec.model, trust_remote_code=self.trust_remote_code)
+            fmt = PromptFormat(task.prompt or PLACEHOLDER, task.system, task.chat_template)
+            by_name = dict(zip(SPLITS, (data.train, data.val, data.test), strict=True))
+            splits = {name: encode(label_examples(split.texts, split.labels, data.label_names),
+                                   fmt, tokenizer, spec.max_length, where=f"{spec.task} {name}")
+                      for name, split in by_name.items()}
+            chat = splits["train"].chat
+            check_label_tokens(tokenizer, data.label_names, chat)
+            options = completion_ids(tokenizer, data.label_names, chat)
+            pad_id = tokenizer.pad_token_id
+            self._tokenizer = tokenizer
+            self.answers = Answers(task, fmt, options,
+                                   {name: split.labels for name, split in by_name.items()},
+                                   max(len(ids) for ids in options))
+            loaders = {"train": self._loader(splits["train"], pad_id, LengthGroupedBatchSampler(
+                splits["train"].lengths, spec.batch_size, spec.seed))}
+            for name in ("val", "test"):
+                loaders[name] = self._loader(splits[name], pad_id, distributed.SizedBatches(
+                    self._evaluation_batches(splits[name].lengths), spec.eval_batch_size))
+            total_steps = max(1, int(np.ceil(optimizer_steps_per_epoch(
+                len(loaders["train"]), spec.gradient_accumulation_steps) * spec.epochs)))
+        # Answers are decoded in the split's own order: the predictions need no reordering.
+        return Inputs(data.label_names, splits, [], tokenizer, loaders,
+                      [list(range(len(splits["test"])))], total_steps, pad_id, data.hygiene)
+
+    @staticmethod
+    def _loader(split: Encoded, pad_id: int, batch_sampler: Any) -> DataLoader:
+        return DataLoader(IndexDataset(len(split)), batch_sampler=batch_sampler,
+                          collate_fn=CompletionCollator(split.prompt_ids, split.completion_ids,
+                                                        pad_id))
+
+    def _train_loader(self, inputs: Inputs, batch_size: int) -> DataLoader:
+        return self._loader(inputs.splits["train"], inputs.pad_id, LengthGroupedBatchSampler(
+            inputs.splits["train"].lengths, batch_size, self.spec.seed))
+
+    # ------------------------------------------------------------------ model
+
+    def _load_model(self, setup: Setup, inputs: Inputs) -> torch.nn.Module:
+        strategy = setup.strategy
+        dtype = base_dtype(strategy.peft_config_class is not None, setup.precision.name)
+        model = load_causal_lm(self.spec.model, on_gpu=setup.on_gpu,
+                               trust_remote_code=self.trust_remote_code, dtype=dtype,
+                               pad_token_id=inputs.pad_id,
+                               **strategy.load_kwargs(setup.precision.compute_dtype))
+        if self.zero_shot is None:  # a retried build (a smaller batch) measured it already
+            with self.timer.phase("zero_shot"), progress.status("zero-shot answers"):
+                self.zero_shot = self._zero_shot(model, inputs, setup)
+        return model
+
+    def _zero_shot(self, model: torch.nn.Module, inputs: Inputs, setup: Setup
+                   ) -> dict[str, Any]:
+        """The untuned model's test scores, from the cache when this model, task, test set
+        and frozen weights' dtype were measured before."""
+        assert self.answers is not None
+        test = inputs.splits["test"]
+        frozen = sorted({str(p.dtype) for p in model.parameters()})
+        key = hashlib.sha256(json.dumps(
+            [ZERO_SHOT_VERSION, self.spec.model, self.spec.task, test.fingerprint(), frozen,
+             self.answers.max_new_tokens], default=str).encode()).hexdigest()[:24]
+        path = cache_root() / "zero_shot" / f"{key}.json"
+        if path.is_file():
+            try:
+                return {**json.loads(path.read_text(encoding="utf-8")), "cached": True}
+            except json.JSONDecodeError:
+                pass  # a damaged cache file is measured again
+        decoded = self._decode(model, test, None)
+        scores = label_scores(self.answers.labels["test"],
+                              parse_labels(decoded.texts, inputs.label_names),
+                              len(inputs.label_names))
+        result = {**scores, "decoding": decoded.phase(), "examples": len(test),
+                  "frozen_dtypes": frozen, "answers_shown": decoded.texts[:5]}
+        write_json(path, result)
+        return {**result, "cached": False}
+
+    def _decode(self, model: torch.nn.Module, split: Encoded, device: torch.device | None
+                ) -> Decoded:
+        assert self.answers is not None
+        with inference_attention(model):
+            return greedy_decode(model, self._tokenizer, split.prompt_ids,
+                                 max_new_tokens=self.answers.max_new_tokens,
+                                 batch_size=min(self.spec.eval_batch_size, DECODE_BATCH),
+                                 device=device)
+
+    # ------------------------------------------------------------------ train
+
+    def _hooks(self, setup: Setup, inputs: Inputs) -> TaskHooks:
+        def validate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator
+                     ) -> EvalResult:
+            return self._evaluate(model, loader, accelerator, inputs, "val")
+
+        return TaskHooks(loss=completion_loss, samples=batch_sequences, tokens=batch_tokens,
+                         validate=validate)
+
+    def _loss_over(self, model: torch.nn.Module, loader: DataLoader) -> tuple[float, int]:
+        """Mean completion loss over a split's batches, and its real tokens."""
+        total, count, tokens = 0.0, 0, 0
+        with torch.inference_mode():
+            for batch in loader:
+                losses = completion_loss(model, batch, reduction="none")
+                total += float(losses.double().sum())
+                count += losses.numel()
+                tokens += batch_tokens(batch)
+        return total / max(count, 1), tokens
+
+    def _evaluate(self, model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator,
+                  inputs: Inputs, split: str, *, timed: bool = False) -> EvalResult:
+        assert self.answers is not None
+        model.eval()
+        unwrapped = accelerator.unwrap_model(model)
+        with inference_attention(unwrapped):
+            loss, tokens = self._loss_over(model, loader)
+        if timed:
+            with self.timer.phase("decode"), progress.status("decoding answers"):
+                decoded = self._decode(unwrapped, inputs.splits[split], accelerator.device)
+            self.decoded = decoded
+        else:
+            decoded = self._decode(unwrapped, inputs.splits[split], accelerator.device)
+        y_true = self.answers.labels[split]
+        y_pred = parse_labels(decoded.texts, inputs.label_names)
+        scores = label_scores(y_true, y_pred, len(inputs.label_names))
+        if timed:
+            self.scoring = {"generated": scores, "answers_shown": decoded.texts[:5]}
+        if timed and self.answers.task.label_scoring == "likelihood":
+            with self.timer.phase("eval"), progress.status("scoring label likelihoods"):
+                likelihoods = label_log_likelihoods(
+                    unwrapped, inputs.splits[split].prompt_ids, self.answers.label_completions,
+                    inputs.pad_id, batch_size=min(self.spec.eval_batch_size, DECODE_BATCH))
+            y_pred = likelihoods.argmax(axis=1)
+            scores = label_scores(y_true, y_pred, len(inputs.label_names))
+            self.scoring["likelihood"] = scores
+        model.train()
+        return EvalResult(loss=loss, accuracy=scores["accuracy"], macro_f1=scores["macro_f1"],
+                          samples=len(y_true), tokens=tokens, y_true=np.asarray(y_true),
+                          y_pred=np.asarray(y_pred))
+
+    # ------------------------------------------------------------------ test
+
+    def test(self, setup: Setup, inputs: Inputs, built: Built) -> EvalResult:
+        with self.timer.phase("eval"):
+            tested = self._evaluate(built.model, built.loaders["test"], setup.accelerator,
+                                    inputs, "test", timed=True)
+        built.model.eval()
+        return tested
+
+    # ------------------------------------------------------------------ record sections
+
+    def _metrics(self, inputs: Inputs, trained: Any, tested: EvalResult) -> Metrics:
+        metrics = super()._metrics(inputs, trained, tested)
+        metrics.pop("confidence", None)  # no softmax over labels: nothing to calibrate
+        generated = self.scoring.get("generated", {})
+        return {**metrics, "invalid_share": generated.get("invalid_share"),
+                "zero_shot": {key: (self.zero_shot or {}).get(key)
+                              for key in ("accuracy", "macro_f1", "invalid_share")}}
+
+    def _resolved(self, setup: Setup, inputs: Inputs, built: Built) -> Resolved:
+        return {**super()._resolved(setup, inputs, built), "task_kind": "generation"}
+
+    def generation_section(self, inputs: Inputs) -> dict[str, Any]:
+        assert self.answers is not None
+        return {
+            "kind": "generation",
+            "prompt": describe(self.answers.prompt_format, inputs.tokenizer,
+                               inputs.splits["train"]),
+            "answer": "label name",
+            "label_scoring": self.answers.task.label_scoring,
+            "loss": "completion tokens only; LM head at the label positions only",
+            "batching": "length-grouped, right-padded",
+            "decoding": {**(self.decoded.phase() if self.decoded else {}),
+                         "method": "greedy, KV cache, left padding",
+                         "max_new_tokens": self.answers.max_new_tokens},
+            "scores": self.scoring,
+            "zero_shot": self.zero_shot,
+        }
+
+    def run(self):
+        record = super().run()
+        assert self._inputs is not None
+        return {**record, "generation": self.generation_section(self._inputs)}
+
+    def _up_to_training(self, setup: Setup, *, data_hygiene: bool = True):
+        inputs, built, trained = super()._up_to_training(setup, data_hygiene=data_hygiene)
+        self._inputs = inputs
+        return inputs, built, trained
+
+
+CELL_KINDS["generation"] = GenerativeCell

@@ -1,0 +1,79 @@
+"""A generative cell end to end on a tiny random Llama: the record it writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from peft_arena.cell.runner import run_cell
+from peft_arena.common.errors import UserError
+from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import load_task_file
+from tests.conftest import KEYWORDS
+
+
+@pytest.fixture(scope="module")
+def gen_task(data_dir):
+    path = data_dir / "synth-gen.yaml"
+    path.write_text(
+        "name: synth-gen\nkind: generation\n"
+        "train_file: synth/train.jsonl\ntest_file: synth/test.jsonl\n"
+        f"labels: {json.dumps(KEYWORDS)}\n"
+        "prompt: \"Text: {text}\\nKeyword:\"\n"
+        "max_length: 40\n")
+    return path
+
+
+def _spec(model_dir, strategy, task, **settings) -> CellSpec:
+    values = {"learning_rate": 1e-2, "epochs": 1, "batch_size": 16, "max_length": 40,
+              "max_train_samples": 48, "max_eval_samples": 12, "precision": "fp32",
+              "measure_retention": False, **settings}
+    return CellSpec(model=str(model_dir), task="synth-gen", strategy=strategy,
+                    task_file=str(task), **values)
+
+
+def test_a_generation_task_file_parses(gen_task):
+    task = load_task_file(gen_task)
+    assert task.kind == "generation" and task.prompt == "Text: {text}\nKeyword:"
+    assert task.chat_template == "auto" and task.label_scoring == "generate"
+
+
+@pytest.mark.parametrize("strategy", ["lora", "full"])
+def test_a_generative_cell_records_its_kind_scores_and_decoding(strategy, tiny_llama, gen_task,
+                                                                 data_dir):
+    record = run_cell(_spec(tiny_llama, strategy, gen_task), data_dir)
+    assert record["status"] == "ok"
+    assert record["resolved"]["task_kind"] == "generation"
+    if strategy == "lora":
+        assert record["resolved"]["peft_config"]["task_type"] == "CAUSAL_LM"
+        assert record["resolved"]["peft_config"]["modules_to_save"] is None  # no head
+    metrics = record["metrics"]
+    for key in ("accuracy", "macro_f1", "invalid_share", "eval_loss"):
+        assert 0 <= metrics[key] <= (1 if key != "eval_loss" else 1e3), key
+    assert set(metrics["zero_shot"]) == {"accuracy", "macro_f1", "invalid_share"}
+    phases = record["time"]["phases"]
+    assert phases["decode_s"] > 0 and phases["zero_shot_s"] > 0
+    generation = record["generation"]
+    assert generation["prompt"]["example_prompt"].startswith("Text: ")
+    assert generation["prompt"]["example_prompt"].endswith("\nKeyword:")
+    assert generation["decoding"]["tokens_per_s"] > 0
+    assert generation["decoding"]["examples"] == len(record["predictions"]["y_true"]) == 12
+    assert generation["zero_shot"]["examples"] == 12
+    assert len(record["predictions"]["y_pred"]) == 12
+    assert record["history"] and record["history"][-1]["val_accuracy"] is not None
+
+
+def test_the_zero_shot_score_is_measured_once_per_model_and_task(tiny_llama, gen_task,
+                                                                  data_dir):
+    first = run_cell(_spec(tiny_llama, "lora", gen_task, seed=3), data_dir)
+    again = run_cell(_spec(tiny_llama, "ia3", gen_task, seed=4), data_dir)
+    assert again["generation"]["zero_shot"]["cached"] is True
+    assert {k: again["metrics"]["zero_shot"][k] for k in ("accuracy", "invalid_share")} == \
+        {k: first["metrics"]["zero_shot"][k] for k in ("accuracy", "invalid_share")}
+
+
+def test_a_generative_task_on_an_encoder_is_a_one_line_error(tiny_bert, gen_task, data_dir):
+    with pytest.raises(UserError, match="has no language-model head") as caught:
+        run_cell(_spec(tiny_bert, "lora", gen_task), data_dir)
+    assert "\n" not in str(caught.value)
