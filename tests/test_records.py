@@ -14,7 +14,8 @@ from tests.test_reliability import _tiny_spec
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = {"resolved": schema.Resolved, "metrics": schema.Metrics, "params": schema.Params,
-            "time": schema.Time, "memory": schema.Memory, "compute": schema.Compute}
+            "time": schema.Time, "memory": schema.Memory, "compute": schema.Compute,
+            "generation": schema.Generation}
 
 
 def _undeclared(record: dict) -> list[str]:
@@ -37,8 +38,11 @@ def test_an_ok_record_holds_every_section_and_nothing_undeclared(trained):
     spec, record, _ = trained
     assert record["status"] == "ok" and record["cell_id"] == spec.cell_id
     assert _undeclared(record) == []
-    assert set(typing.get_type_hints(schema.Record)) - set(record) == {"run_id"}
-    assert set(record["metrics"]) == set(typing.get_type_hints(schema.Metrics))
+    # run_id: the matrix adds it; generation: generative cells only.
+    assert set(typing.get_type_hints(schema.Record)) - set(record) == {"run_id", "generation"}
+    assert record["task_kind"] == "classification"
+    assert set(record["metrics"]) == set(typing.get_type_hints(schema.Metrics)) - {
+        "invalid_share", "zero_shot"}
 
 
 def test_a_search_trial_trains_but_never_tests(trained):

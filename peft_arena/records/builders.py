@@ -8,7 +8,9 @@ import datetime as dt
 import traceback
 from typing import Any
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import resolve_task
 from peft_arena.records.schema import (
     SCHEMA_VERSION,
     Artifacts,
@@ -40,9 +42,16 @@ def utc_now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _task_kind(spec: CellSpec) -> str | None:
+    try:
+        return resolve_task(spec.task_source).kind
+    except UserError:  # the task file is gone or broken: the failed record says why
+        return None
+
+
 def _head(spec: CellSpec, status: Status) -> Record:
     return {"schema_version": SCHEMA_VERSION, "cell_id": spec.cell_id, "status": status,
-            "spec": spec.to_dict()}
+            "spec": spec.to_dict(), "task_kind": _task_kind(spec)}
 
 
 def ok_record(spec: CellSpec, *, resolved: Resolved, data_hygiene: DataHygiene,

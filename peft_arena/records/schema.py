@@ -39,6 +39,11 @@ class Metrics(TypedDict, total=False):
     val_macro_f1: float | None
     per_class_f1: dict[str, float]  # label name -> F1 on the test split
     confidence: dict[str, float]  # mean, share_above_0_9, ece (measure.metrics)
+    # Generation tasks only: the share of test answers that name no label (counted wrong in
+    # accuracy and macro F1), and the untuned model's accuracy, macro_f1 and invalid_share on
+    # the same test split (the `generation` section says how both were measured).
+    invalid_share: float | None
+    zero_shot: dict[str, float | None]
 
 
 class Params(TypedDict, total=False):
@@ -53,7 +58,9 @@ class Params(TypedDict, total=False):
 class Time(TypedDict, total=False):
     """Wall-clock seconds. `phases` are disjoint and sum to within a few percent of total_s:
     setup_s, data_s, tokenize_s, model_s, train_s (validation passes excluded), validate_s,
-    eval_s, measure_s, retention_s (when measured) and, when the model is saved, save_s.
+    eval_s, measure_s, retention_s (when measured) and, when the model is saved, save_s;
+    generation tasks add decode_s (greedy answers to the test split, inside eval's time
+    otherwise) and zero_shot_s (the untuned model's answers, once per model and task).
     Tokens are real (non-padding)."""
 
     total_s: float  # from the cell's start; interpreter start-up and imports are not in it
@@ -220,6 +227,31 @@ class Resolved(TypedDict, total=False):
     # dequantized: true (the quantized file's rounding, not the original checkpoint). None or
     # absent for other models.
     model_source: dict[str, Any] | None
+    task_kind: str  # "generation" for a generative task; absent (classification) otherwise
+
+
+class Generation(TypedDict, total=False):
+    """A generative task's cell (cell/generative.py): how the answers were asked for, made
+    and scored."""
+
+    kind: Literal["generation"]
+    # generation.prompts.describe: the task's template and system message, whether the
+    # tokenizer's chat template rendered it (and its sha256), one rendered prompt, and how
+    # many examples had their text cut to fit max_length
+    prompt: dict[str, Any]
+    answer: str  # "label name"
+    label_scoring: Literal["generate", "likelihood"]  # what metrics.accuracy is of
+    loss: str
+    batching: str
+    # the test split's greedy decoding: seconds, new_tokens, tokens_per_s, examples, method,
+    # max_new_tokens
+    decoding: dict[str, Any]
+    # "generated": accuracy, macro_f1, invalid_share of the greedy answers; "likelihood" the
+    # same of the most likely label (label_scoring: likelihood only); a few answers as written
+    scores: dict[str, Any]
+    # the untuned model on the same test split: accuracy, macro_f1, invalid_share, decoding,
+    # examples, frozen_dtypes, a few answers, and whether it came from the cache
+    zero_shot: dict[str, Any] | None
 
 
 class SplitHygiene(TypedDict, total=False):
@@ -338,6 +370,7 @@ class Record(TypedDict, total=False):
     cell_id: str  # "<task>__<strategy>__seed<seed>__<config hash>"
     status: Status
     spec: dict[str, Any]  # CellSpec.to_dict(): model, task, strategy, seed, every setting
+    task_kind: str | None  # "classification" or "generation" (None: the task was unreadable)
     resolved: Resolved
     data_hygiene: DataHygiene
     metrics: Metrics
@@ -356,6 +389,7 @@ class Record(TypedDict, total=False):
     predictions: Predictions | None
     retention: Retention | None
     weight_update: WeightUpdate | None
+    generation: Generation  # generation tasks only
     error: Error | None
     run_id: str | None  # the matrix run that wrote the record (absent when made elsewhere)
     environment: Environment

@@ -11,6 +11,7 @@ from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import load_task_file
 from tests.conftest import KEYWORDS
+from tests.test_records import _undeclared
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +44,9 @@ def test_a_generation_task_file_parses(gen_task):
 def test_a_generative_cell_records_its_kind_scores_and_decoding(strategy, tiny_llama, gen_task,
                                                                  data_dir):
     record = run_cell(_spec(tiny_llama, strategy, gen_task), data_dir)
-    assert record["status"] == "ok"
+    assert record["status"] == "ok" and record["task_kind"] == "generation"
     assert record["resolved"]["task_kind"] == "generation"
+    assert _undeclared(record) == []
     if strategy == "lora":
         assert record["resolved"]["peft_config"]["task_type"] == "CAUSAL_LM"
         assert record["resolved"]["peft_config"]["modules_to_save"] is None  # no head
