@@ -80,8 +80,8 @@ def test_injected_regressions_are_flagged_and_nothing_else(base: Path, tmp_path:
 
     markdown = comparing.to_markdown(comparison)
     assert "**2 regressions** in 6 cells" in markdown
-    assert "| imdb | lora | 0.875 → 0.825 (−0.050) 🔴 |" in markdown
-    assert "🟢" in markdown.split("| imdb | full |", 1)[1].splitlines()[0]
+    assert "| imdb | classification | lora | 0.875 → 0.825 (−0.050) 🔴 |" in markdown
+    assert "🟢" in markdown.split("| imdb | classification | full |", 1)[1].splitlines()[0]
     assert markdown.count("**regression**") == 2
 
 

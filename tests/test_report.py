@@ -338,7 +338,8 @@ def test_rich_table_has_a_row_per_summary_row(built: report.ReportResult) -> Non
     table = report.rich_table(built.summary)
     assert table.row_count == len(built.summary) == 7
     headers = [c.header for c in table.columns]
-    assert headers[:3] == ["task", "strategy", "accuracy"] and headers[-1] == "status"
+    assert headers[:4] == ["task", "kind", "strategy", "accuracy"] and headers[-1] == "status"
+    assert set(table.columns[1].cells) == {"classification"}  # records before generation
     status = list(table.columns[-1].cells)
     assert sum("failed (OutOfMemoryError)" in s for s in status) == 1
 

@@ -192,7 +192,9 @@ def compare(base_dir: Path, head_dir: Path, thresholds: Thresholds | None = None
         old = base_rows.loc[key] if in_base else None
         new = head_rows.loc[key] if in_head else None
         row: dict[str, object] = {
-            "task": key[0], "strategy": key[1],
+            "task": key[0],
+            "kind": str((new if in_head else old).get("kind") or "classification"),
+            "strategy": key[1],
             "base_ok": bool(in_base and old["n_seeds"] > 0),
             "head_ok": bool(in_head and new["n_seeds"] > 0),
             "base_seeds": int(old["n_seeds"]) if in_base else 0,
@@ -276,7 +278,7 @@ def headline(comparison: Comparison) -> str:
 
 def to_markdown(comparison: Comparison) -> str:
     """The comparison as markdown, for a pull-request comment."""
-    headers = ["task", "strategy", *(m.header for m in METRICS), "seeds", "result"]
+    headers = ["task", "kind", "strategy", *(m.header for m in METRICS), "seeds", "result"]
     lines = [
         "## peft-arena compare", "", comparison.base_line + "  ", comparison.head_line, "",
         headline(comparison), "",
@@ -285,7 +287,8 @@ def to_markdown(comparison: Comparison) -> str:
     for _, row in comparison.rows.iterrows():
         outcome = row["outcome"]
         result = f"**{outcome}**" if outcome in (REGRESSION, FAILED) else outcome
-        rows.append([row["task"], row["strategy"], *(metric_cell(m, row) for m in METRICS),
+        rows.append([row["task"], row["kind"], row["strategy"],
+                     *(metric_cell(m, row) for m in METRICS),
                      f"{row['base_seeds']} → {row['head_seeds']}", result])
     lines += [*markdown.table(headers, rows), "",
               "Cells read base → head (change): accuracy and F1 changes are absolute, "
@@ -318,6 +321,7 @@ def to_rich(comparison: Comparison) -> Table:
     table = Table(title="peft-arena compare (head value, change from base)",
                   caption=headline(comparison).replace("**", ""))
     table.add_column("task")
+    table.add_column("kind")
     table.add_column("strategy")
     for metric in METRICS:
         table.add_column(metric.header, justify="right")
@@ -327,6 +331,6 @@ def to_rich(comparison: Comparison) -> Table:
         outcome = row["outcome"]
         style = "bold red" if outcome in (REGRESSION, FAILED) else (
             "green" if outcome in (IMPROVED, FIXED) else "")
-        table.add_row(row["task"], row["strategy"], *cells,
+        table.add_row(row["task"], row["kind"], row["strategy"], *cells,
                       f"[{style}]{outcome}[/]" if style else outcome)
     return table

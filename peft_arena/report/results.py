@@ -23,15 +23,17 @@ MIB = 1024**2
 
 # Phases of a cell in the order they run (older records lack some; save_s only when saving).
 PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s", "eval_s",
-          "measure_s", "retention_s", "save_s")
+          "measure_s", "retention_s", "save_s", "decode_s", "zero_shot_s")
+TASK_KINDS = ("classification", "generation")
 # What the tuned model kept of the base and the shape of its update (records' `retention` and
 # `weight_update` sections; NaN for records without them).
 RETENTION_COLUMNS = ["cka", "transfer_task", "transfer_base", "transfer_tuned", "transfer_delta",
                      "perplexity_ratio", "update_norm", "update_rank", "update_rank_max",
                      "intruders"]
 FRAME_COLUMNS = [
-    "task", "strategy", "seed", "model", "config_hash", "cell_id", "status", "model_source",
-    "accuracy", "macro_f1", "eval_loss", "trainable", "total", "trainable_pct",
+    "task", "kind", "strategy", "seed", "model", "config_hash", "cell_id", "status", "model_source",
+    "accuracy", "macro_f1", "eval_loss", "invalid_share", "zero_shot_accuracy",
+    "decode_tokens_per_s", "trainable", "total", "trainable_pct",
     *PHASES, "total_s", "train_samples_per_s", "train_tokens_per_s", "mfu",
     "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
     *(f"memory_{stat}_mb" for stat in ("max", "mean", "p99")), "train_memory_p99_mb",
@@ -43,7 +45,9 @@ FRAME_COLUMNS = [
 ]
 # Summary statistic name -> per-record column it is computed from.
 SUMMARY_METRICS = {
-    "accuracy": "accuracy", "macro_f1": "macro_f1", "train_s": "train_s",
+    "accuracy": "accuracy", "macro_f1": "macro_f1", "invalid_share": "invalid_share",
+    "zero_shot_accuracy": "zero_shot_accuracy", "decode_tokens_per_s": "decode_tokens_per_s",
+    "train_s": "train_s",
     "total_s": "total_s", "peak_mb": "peak_mb", "throughput": "train_samples_per_s",
     "tokens_per_s": "train_tokens_per_s", "mfu": "mfu", "weights_mb": "weights_mb",
     "estimate_mb": "estimate_mb", "estimate_error": "estimate_error",
@@ -57,12 +61,12 @@ SUMMARY_METRICS = {
 }
 # What depends on the machine: never averaged across hardware (accuracy pools seeds from
 # anywhere). See measure/hardware_identity.py for what counts as the same hardware.
-QUALITY_METRICS = ("accuracy", "macro_f1", "confidence", "confident_share", "ece",
-                   "cka", "transfer_delta", "perplexity_ratio", "update_norm", "update_rank",
-                   "intruders")
+QUALITY_METRICS = ("accuracy", "macro_f1", "invalid_share", "zero_shot_accuracy", "confidence",
+                   "confident_share", "ece", "cka", "transfer_delta", "perplexity_ratio",
+                   "update_norm", "update_rank", "intruders")
 COST_METRICS = tuple(name for name in SUMMARY_METRICS if name not in QUALITY_METRICS)
 SUMMARY_COLUMNS = [
-    "task", "strategy", "base_strategy", "config_hash", "model", "status", "n_seeds",
+    "task", "kind", "strategy", "base_strategy", "config_hash", "model", "status", "n_seeds",
     "n_failed", "error_type",
     *[f"{name}_{stat}" for name in SUMMARY_METRICS for stat in ("mean", "std")],
     "trainable", "total", "trainable_pct", "hardware", "n_hardware",
@@ -145,6 +149,7 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     confidence = dig(record, "metrics", "confidence")
     return {
         "task": spec.get("task") or _id_part(cell_id, 0) or "unknown",
+        "kind": _kind(record),
         "strategy": spec.get("strategy") or _id_part(cell_id, 1) or "unknown",
         "seed": _integer(spec.get("seed", seed_part.removeprefix("seed"))),
         "model": _text(spec.get("model")),
@@ -152,7 +157,10 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "config_hash": cell_id.rsplit("__", 1)[-1] if "__" in cell_id else "unknown",
         "cell_id": cell_id or None,
         "status": status if isinstance(status, str) else ("failed" if error else "ok"),
-        **{k: _number(dig(record, "metrics", k)) for k in ("accuracy", "macro_f1", "eval_loss")},
+        **{k: _number(dig(record, "metrics", k))
+           for k in ("accuracy", "macro_f1", "eval_loss", "invalid_share")},
+        "zero_shot_accuracy": _number(dig(record, "metrics", "zero_shot", "accuracy")),
+        "decode_tokens_per_s": _number(dig(record, "generation", "decoding", "tokens_per_s")),
         "trainable": _integer(dig(record, "params", "trainable")),
         "total": _integer(dig(record, "params", "total")),
         "trainable_pct": _number(dig(record, "params", "trainable_pct")),
@@ -180,6 +188,12 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "git_dirty": _flag(dig(record, "environment", "git_dirty")),
         **_retention_columns(record),
     }
+
+
+def _kind(record: dict[str, Any]) -> str:
+    """The task's kind; records made before generation tasks existed are classification."""
+    kind = record.get("task_kind") or dig(record, "resolved", "task_kind")
+    return kind if kind in TASK_KINDS else "classification"
 
 
 def _retention_columns(record: dict[str, Any]) -> dict[str, Any]:
@@ -360,7 +374,8 @@ def _summarise_group(key: tuple[str, str, str], group: pd.DataFrame,
         ok["hardware"].isna() | (ok["hardware"] == hardware)]
     failed = group[group["status"] != "ok"]
     row: dict[str, Any] = {
-        "task": key[0], "strategy": key[1], "base_strategy": group["strategy"].iloc[0],
+        "task": key[0], "kind": _first(group["kind"]), "strategy": key[1],
+        "base_strategy": group["strategy"].iloc[0],
         "config_hash": key[2], "model": _first(group["model"]),
         "status": _status(len(ok), len(failed)), "n_seeds": len(ok), "n_failed": len(failed),
         "error_type": _first(failed["error_type"]),
