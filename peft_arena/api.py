@@ -91,7 +91,7 @@ def task_infos() -> list[dict[str, Any]]:
     infos = []
     for name in builtin_tasks().names():
         task = builtin_tasks().get(name)
-        infos.append({"name": name, "labels": len(task.labels or ()),
+        infos.append({"name": name, "kind": task.kind, "labels": len(task.labels or ()),
                       "max_length": task.max_length,
                       "hub": task.hub.path if task.hub else "-"})
     return infos

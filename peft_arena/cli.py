@@ -384,10 +384,11 @@ def list_command() -> None:
         strategies.add_row(info["name"], info["summary"], f"{info['learning_rate']:g}",
                            info["peft_defaults"])
     tasks = Table(title="tasks")
-    for column in ("name", "labels", "max length", "Hub source"):
+    for column in ("name", "kind", "labels", "max length", "Hub source"):
         tasks.add_column(column)
     for info in api.task_infos():
-        tasks.add_row(info["name"], str(info["labels"]), str(info["max_length"]), info["hub"])
+        tasks.add_row(info["name"], info["kind"], str(info["labels"]), str(info["max_length"]),
+                      info["hub"])
     _show(strategies, tasks)
     console.print(f"presets: {', '.join(api.preset_names())}")
 

@@ -132,7 +132,7 @@ def _ids(tokenizer: Any, texts: list[str], *, specials: bool) -> list[list[int]]
 def completion_ids(tokenizer: Any, answers: Sequence[str], chat: bool) -> list[np.ndarray]:
     """Each answer's ids followed by the end-of-sequence id."""
     eos = tokenizer.eos_token_id
-    if eos is None:
+    if eos is None:  # checked first: a check with no answers still finds it
         raise UserError("The tokenizer has no end-of-sequence token; a generative task needs "
                         "one to learn where an answer stops.")
     encoded = _ids(tokenizer, [completion_text(a, chat) for a in answers], specials=False)
@@ -147,6 +147,16 @@ def check_label_tokens(tokenizer: Any, label_names: Sequence[str], chat: bool) -
         if not ids:
             raise UserError(f"Label name {name!r} tokenizes to no tokens; give every label a "
                             f"name with visible text.")
+
+
+def check_format(fmt: PromptFormat, tokenizer: Any, label_names: Sequence[str], *,
+                 chat_form: bool = False) -> None:
+    """What encoding a task's examples would refuse, checked before any training: a chat
+    template asked for (or needed by chat messages) that the tokenizer lacks, no
+    end-of-sequence token, a label name that tokenizes to nothing."""
+    chat = fmt.uses_chat(tokenizer, required=chat_form)
+    completion_ids(tokenizer, [], chat)
+    check_label_tokens(tokenizer, label_names, chat)
 
 
 def _cut(tokenizer: Any, text: str, keep: int) -> str:

@@ -31,9 +31,10 @@ from pathlib import Path
 
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.config.tasks import resolve_task
+from peft_arena.config.tasks import PLACEHOLDER, resolve_task
 from peft_arena.data.loading import load_cell_data, resolve_data_dir
 from peft_arena.generation.models import check_generative
+from peft_arena.generation.prompts import PromptFormat, check_format
 from peft_arena.matrix.executors import (
     CellFuture,
     CellJob,
@@ -45,7 +46,7 @@ from peft_arena.matrix.executors import (
 from peft_arena.measure.hardware_identity import machine_here, machine_of
 from peft_arena.measure.provenance import environment
 from peft_arena.model.heads import load_config
-from peft_arena.model.loading import check_model
+from peft_arena.model.loading import check_model, load_tokenizer
 from peft_arena.records.builders import error_section, failed_record
 from peft_arena.records.schema import Record
 from peft_arena.records.store import (
@@ -127,15 +128,21 @@ def preflight(cells: list[CellSpec], data_dir: str | Path | None, *,
         for task in sorted((t for t in tasks if t.is_generation), key=lambda t: t.name):
             check_generative(model, load_config(model, trust_remote_code=trust_remote_code),
                              task.name)
-    seen: set[tuple] = set()
+    label_names: dict[tuple, list[str]] = {}
     folder = resolve_data_dir(data_dir)
+    checked: set[tuple[str, str]] = set()
     for spec in cells:
         # The data settings decide which rows are bad enough to stop the run.
         key = (spec.task_source, spec.on_bad_rows, spec.drop_test_leaks)
-        if key in seen:
-            continue
-        seen.add(key)
-        load_cell_data(spec, folder)
+        if key not in label_names:
+            label_names[key] = load_cell_data(spec, folder).label_names
+        task = kinds[spec.task_source]
+        if task.is_generation and (spec.model, spec.task_source) not in checked:
+            checked.add((spec.model, spec.task_source))
+            check_format(PromptFormat(task.prompt or PLACEHOLDER, task.system,
+                                      task.chat_template),
+                         load_tokenizer(spec.model, trust_remote_code=trust_remote_code),
+                         label_names[key])
 
 
 def _lock_dir(results_dir: Path) -> Path:
