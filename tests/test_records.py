@@ -42,7 +42,7 @@ def test_an_ok_record_holds_every_section_and_nothing_undeclared(trained):
     assert set(typing.get_type_hints(schema.Record)) - set(record) == {"run_id", "generation"}
     assert record["task_kind"] == "classification"
     assert set(record["metrics"]) == set(typing.get_type_hints(schema.Metrics)) - {
-        "invalid_share", "zero_shot"}
+        "invalid_share", "zero_shot", "exact_match", "chrf"}
 
 
 def test_a_search_trial_trains_but_never_tests(trained):

@@ -26,6 +26,7 @@ the strategy's wrap, the training loop, measurements, retention, the record):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from peft_arena.cell.runner import CELL_KINDS, SPLITS, Built, Cell, Inputs, Setup
+from peft_arena.cell.runner import CELL_KINDS, SPLITS, Built, Cell, Inputs, Setup, _val_metrics
 from peft_arena.common import progress
 from peft_arena.common.atomic_file import write_json
 from peft_arena.config.paths import cache_root
@@ -48,6 +49,7 @@ from peft_arena.generation.collate import (
     batch_sequences,
     batch_tokens,
 )
+from peft_arena.generation.data import load_text_task
 from peft_arena.generation.decode import Decoded, greedy_decode
 from peft_arena.generation.examples import label_examples
 from peft_arena.generation.loss import completion_loss
@@ -60,7 +62,14 @@ from peft_arena.generation.prompts import (
     describe,
     encode,
 )
-from peft_arena.generation.scoring import label_log_likelihoods, label_scores, parse_labels
+from peft_arena.generation.scoring import (
+    INVALID,
+    label_log_likelihoods,
+    label_scores,
+    normalize,
+    parse_labels,
+    text_scores,
+)
 from peft_arena.model.heads import load_config
 from peft_arena.model.loading import inference_attention, load_causal_lm, load_tokenizer
 from peft_arena.records.schema import Metrics, Resolved
@@ -80,7 +89,8 @@ class Answers:
     task: TaskSpec
     prompt_format: PromptFormat
     label_completions: list[np.ndarray]  # each label's completion ids, eos included
-    labels: dict[str, np.ndarray]  # split -> label id per example
+    labels: dict[str, np.ndarray] | None  # split -> label id per example; None: free text
+    references: dict[str, list[str]]  # split -> the completion of each example
     max_new_tokens: int
 
 
@@ -104,22 +114,40 @@ class GenerativeCell(Cell):
         with self.timer.phase("data"), progress.status(f"loading {spec.task} data"):
             check_generative(spec.model, load_config(
                 spec.model, trust_remote_code=self.trust_remote_code), spec.task)
-            data = load_cell_data(spec, self.data_dir, data_hygiene=data_hygiene)
+            if task.answers_text:
+                text = load_text_task(task, val_fraction=spec.val_fraction,
+                                      max_train_samples=spec.max_train_samples,
+                                      max_eval_samples=spec.max_eval_samples,
+                                      seed=spec.data_seed)
+                examples = {"train": text.train, "val": text.val, "test": text.test}
+                label_names: list[str] = []
+                labels, hygiene = None, None
+            else:
+                data = load_cell_data(spec, self.data_dir, data_hygiene=data_hygiene)
+                by_name = dict(zip(SPLITS, (data.train, data.val, data.test), strict=True))
+                label_names, hygiene = data.label_names, data.hygiene
+                examples = {name: label_examples(split.texts, split.labels, label_names)
+                            for name, split in by_name.items()}
+                labels = {name: split.labels for name, split in by_name.items()}
         with self.timer.phase("tokenize"), progress.status("tokenizing prompts"):
             tokenizer = load_tokenizer(spec.model, trust_remote_code=self.trust_remote_code)
-            fmt = PromptFormat(task.prompt or PLACEHOLDER, task.system, task.chat_template)
-            by_name = dict(zip(SPLITS, (data.train, data.val, data.test), strict=True))
-            splits = {name: encode(label_examples(split.texts, split.labels, data.label_names),
-                                   fmt, tokenizer, spec.max_length, where=f"{spec.task} {name}")
-                      for name, split in by_name.items()}
-            chat = splits["train"].chat
-            check_label_tokens(tokenizer, data.label_names, chat)
-            options = completion_ids(tokenizer, data.label_names, chat)
-            pad_id = tokenizer.pad_token_id
             self._tokenizer = tokenizer
-            self.answers = Answers(task, fmt, options,
-                                   {name: split.labels for name, split in by_name.items()},
-                                   max(len(ids) for ids in options))
+            fmt = PromptFormat(task.prompt or PLACEHOLDER, task.system, task.chat_template)
+            splits = {name: encode(rows, fmt, tokenizer, spec.max_length,
+                                   where=f"{spec.task} {name}")
+                      for name, rows in examples.items()}
+            chat = splits["train"].chat
+            options = completion_ids(tokenizer, label_names, chat)
+            if label_names:
+                check_label_tokens(tokenizer, label_names, chat)
+                longest = max(len(ids) for ids in options)
+            else:  # the longest answer of any split: a budget, not a hint at any one answer
+                longest = max(len(ids) for split in splits.values()
+                              for ids in split.completion_ids)
+            pad_id = tokenizer.pad_token_id
+            self.answers = Answers(task, fmt, options, labels,
+                                   {name: [e.answer for e in rows]
+                                    for name, rows in examples.items()}, longest)
             loaders = {"train": self._loader(splits["train"], pad_id, LengthGroupedBatchSampler(
                 splits["train"].lengths, spec.batch_size, spec.seed))}
             for name in ("val", "test"):
@@ -128,8 +156,8 @@ class GenerativeCell(Cell):
             total_steps = max(1, int(np.ceil(optimizer_steps_per_epoch(
                 len(loaders["train"]), spec.gradient_accumulation_steps) * spec.epochs)))
         # Answers are decoded in the split's own order: the predictions need no reordering.
-        return Inputs(data.label_names, splits, [], tokenizer, loaders,
-                      [list(range(len(splits["test"])))], total_steps, pad_id, data.hygiene)
+        return Inputs(label_names, splits, [], tokenizer, loaders,
+                      [list(range(len(splits["test"])))], total_steps, pad_id, hygiene)
 
     @staticmethod
     def _loader(split: Encoded, pad_id: int, batch_sampler: Any) -> DataLoader:
@@ -172,9 +200,7 @@ class GenerativeCell(Cell):
             except json.JSONDecodeError:
                 pass  # a damaged cache file is measured again
         decoded = self._decode(model, test, None)
-        scores = label_scores(self.answers.labels["test"],
-                              parse_labels(decoded.texts, inputs.label_names),
-                              len(inputs.label_names))
+        scores, _, _ = self._score("test", decoded.texts, inputs.label_names)
         result = {**scores, "decoding": decoded.phase(), "examples": len(test),
                   "frozen_dtypes": frozen, "answers_shown": decoded.texts[:5]}
         write_json(path, result)
@@ -223,12 +249,11 @@ class GenerativeCell(Cell):
             self.decoded = decoded
         else:
             decoded = self._decode(unwrapped, inputs.splits[split], accelerator.device)
-        y_true = self.answers.labels[split]
-        y_pred = parse_labels(decoded.texts, inputs.label_names)
-        scores = label_scores(y_true, y_pred, len(inputs.label_names))
+        scores, y_true, y_pred = self._score(split, decoded.texts, inputs.label_names)
         if timed:
             self.scoring = {"generated": scores, "answers_shown": decoded.texts[:5]}
-        if timed and self.answers.task.label_scoring == "likelihood":
+        if timed and self.answers.labels is not None \
+                and self.answers.task.label_scoring == "likelihood":
             with self.timer.phase("eval"), progress.status("scoring label likelihoods"):
                 likelihoods = label_log_likelihoods(
                     unwrapped, inputs.splits[split].prompt_ids, self.answers.label_completions,
@@ -237,9 +262,33 @@ class GenerativeCell(Cell):
             scores = label_scores(y_true, y_pred, len(inputs.label_names))
             self.scoring["likelihood"] = scores
         model.train()
-        return EvalResult(loss=loss, accuracy=scores["accuracy"], macro_f1=scores["macro_f1"],
+        return EvalResult(loss=loss, accuracy=scores["accuracy"],
+                          macro_f1=scores.get("macro_f1", float("nan")),
                           samples=len(y_true), tokens=tokens, y_true=np.asarray(y_true),
                           y_pred=np.asarray(y_pred))
+
+    def _score(self, split: str, texts: list[str], label_names: list[str]
+               ) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+        """(scores, y_true, y_pred) of a split's answers. Free text: accuracy is the exact
+        match, and y_pred is y_true where an answer matches its reference (so the report's
+        paired tests compare the same correctness as for labels)."""
+        assert self.answers is not None
+        if self.answers.labels is not None:
+            y_true = self.answers.labels[split]
+            y_pred = parse_labels(texts, label_names)
+            return label_scores(y_true, y_pred, len(label_names)), y_true, y_pred
+        references = self.answers.references[split]
+        scores = text_scores(texts, references)
+        exact = np.array([normalize(a) == normalize(r)
+                          for a, r in zip(texts, references, strict=True)], dtype=bool)
+        y_true = np.zeros(len(texts), dtype=np.int64)
+        return ({"accuracy": scores["exact_match"], **scores}, y_true,
+                np.where(exact, 0, INVALID).astype(np.int64))
+
+    def retain(self, setup: Setup, inputs: Inputs, built: Built) -> Any:
+        # The base body is loaded as a classifier; a free-text task has no labels to give it.
+        return super().retain(setup, dataclasses.replace(
+            inputs, label_names=inputs.label_names or ["answer"]), built)
 
     # ------------------------------------------------------------------ test
 
@@ -253,12 +302,18 @@ class GenerativeCell(Cell):
     # ------------------------------------------------------------------ record sections
 
     def _metrics(self, inputs: Inputs, trained: Any, tested: EvalResult) -> Metrics:
-        metrics = super()._metrics(inputs, trained, tested)
-        metrics.pop("confidence", None)  # no softmax over labels: nothing to calibrate
         generated = self.scoring.get("generated", {})
-        return {**metrics, "invalid_share": generated.get("invalid_share"),
-                "zero_shot": {key: (self.zero_shot or {}).get(key)
-                              for key in ("accuracy", "macro_f1", "invalid_share")}}
+        if inputs.label_names:
+            metrics = super()._metrics(inputs, trained, tested)
+            metrics.pop("confidence", None)  # no softmax over labels: nothing to calibrate
+            keys = ("accuracy", "macro_f1", "invalid_share")
+            return {**metrics, "invalid_share": generated.get("invalid_share"),
+                    "zero_shot": {key: (self.zero_shot or {}).get(key) for key in keys}}
+        keys = ("accuracy", "exact_match", "chrf")
+        return {"accuracy": tested.accuracy, "macro_f1": None, "eval_loss": tested.loss,
+                **_val_metrics(trained), "exact_match": generated.get("exact_match"),
+                "chrf": generated.get("chrf"), "invalid_share": None,
+                "zero_shot": {key: (self.zero_shot or {}).get(key) for key in keys}}
 
     def _resolved(self, setup: Setup, inputs: Inputs, built: Built) -> Resolved:
         return {**super()._resolved(setup, inputs, built), "task_kind": "generation"}
@@ -269,8 +324,9 @@ class GenerativeCell(Cell):
             "kind": "generation",
             "prompt": describe(self.answers.prompt_format, inputs.tokenizer,
                                inputs.splits["train"]),
-            "answer": "label name",
-            "label_scoring": self.answers.task.label_scoring,
+            "answer": "text" if self.answers.labels is None else "label name",
+            "label_scoring": (self.answers.task.label_scoring
+                              if self.answers.labels is not None else None),
             "loss": "completion tokens only; LM head at the label positions only",
             "batching": "length-grouped, right-padded",
             "decoding": {**(self.decoded.phase() if self.decoded else {}),

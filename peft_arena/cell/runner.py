@@ -460,7 +460,8 @@ class Cell:
         frozen = sorted({"nf4" if parameter_numel(p) != p.numel() else
                          str(p.dtype).removeprefix("torch.")
                          for p in model.parameters() if not p.requires_grad})
-        estimate = estimate_cell_memory(self.spec, len(inputs.label_names),
+        # A free-text generative task has no labels; the estimate wants a head's width.
+        estimate = estimate_cell_memory(self.spec, max(1, len(inputs.label_names)),
                                         on_gpu=setup.on_gpu, batch_size=used.batch_size,
                                         trust_remote_code=self.trust_remote_code)
         return {"batch_size": used.batch_size,

@@ -27,6 +27,17 @@ that `agnews-gen` reads the same files as `agnews`:
     prompt: "Classify the topic of this news article...\n\n{text}\n\nTopic:"
     max_length: 192                    # template, text and answer together
 
+A generative task of the user's own may answer in free text instead (`answer: text`): its
+files hold a prompt and a completion column (`prompt_column`, `completion_column`; default
+`prompt` and `completion`), or a `messages` column in chat form (`messages_column`), whose
+last assistant turn is the completion. Its answers are scored by exact match and chrF:
+
+    name: mysql
+    kind: generation
+    answer: text
+    train_file: sql_train.jsonl        # {"prompt": ..., "completion": ...} per line
+    test_file: sql_test.jsonl
+
 `on_bad_rows` decides what happens to a row that cannot be used: an empty or whitespace-only
 text, a missing or empty label, a float label where integer ids are expected (`1.0`), a label
 id outside the label names or a label name not among them. `error` (the default) stops with
@@ -54,6 +65,7 @@ BAD_ROW_ACTIONS = ("error", "drop")
 TASK_KINDS = ("classification", "generation")
 CHAT_TEMPLATE_MODES = ("auto", "always", "never")
 LABEL_SCORINGS = ("generate", "likelihood")
+ANSWERS = ("label", "text")
 PLACEHOLDER = "{text}"
 # Task settings that decide which rows a cell uses, with their defaults. A run may override
 # them (CellSpec fields of the same names).
@@ -87,6 +99,11 @@ class TaskSpec:
     system: str | None = None
     chat_template: str = "auto"
     label_scoring: str = "generate"
+    # What a generation task answers: a label's name, or the completion text of each row.
+    answer: str = "label"
+    prompt_column: str = "prompt"
+    completion_column: str = "completion"
+    messages_column: str = "messages"
     # The task whose data folder (under --data-dir) this one reads; None: its own name.
     data_task: str | None = None
 
@@ -97,6 +114,11 @@ class TaskSpec:
     @property
     def is_generation(self) -> bool:
         return self.kind == "generation"
+
+    @property
+    def answers_text(self) -> bool:
+        """A generation task whose rows hold their own completions (no labels)."""
+        return self.is_generation and self.answer == "text"
 
     @property
     def data_name(self) -> str:
@@ -119,7 +141,8 @@ def check_data_settings(on_bad_rows: Any, drop_test_leaks: Any, origin: str) -> 
                         f"not {drop_test_leaks!r}.")
 
 
-_GENERATION_KEYS = ("prompt", "system", "chat_template", "label_scoring")
+_GENERATION_KEYS = ("prompt", "system", "chat_template", "label_scoring", "answer",
+                    "prompt_column", "completion_column", "messages_column")
 _KNOWN = {"name", "extends", "kind", "text_column", "label_column", "labels", "max_length", "hub",
           "train_file", "test_file", *DATA_SETTINGS, *_GENERATION_KEYS}
 
@@ -128,7 +151,8 @@ def _values(data: dict[str, Any], origin: Path) -> dict[str, Any]:
     """TaskSpec fields for the keys the file sets."""
     values: dict[str, Any] = {"name": str(data["name"]), "source_file": origin}
     for key in ("text_column", "label_column", "kind", "system", "chat_template",
-                "label_scoring", "prompt"):
+                "label_scoring", "prompt", "answer", "prompt_column", "completion_column",
+                "messages_column"):
         if data.get(key) is not None:
             values[key] = str(data[key])
     if data.get("labels"):
@@ -162,11 +186,14 @@ def _check(task: TaskSpec, origin: Path) -> TaskSpec:
             raise UserError(f"{where}: {', '.join(set_here)} apply to generation tasks only; "
                             f"add `kind: generation`.")
         return task
+    if task.answers_text and not task.is_local:
+        raise UserError(f"{where}: a task that answers in free text reads its own files; give "
+                        f"train_file and test_file.")
     if task.prompt is not None and task.prompt.count(PLACEHOLDER) != 1:
         raise UserError(f"{where}: the prompt needs exactly one {PLACEHOLDER} (where the "
                         f"example's text goes).")
     for key, allowed in (("chat_template", CHAT_TEMPLATE_MODES),
-                         ("label_scoring", LABEL_SCORINGS)):
+                         ("label_scoring", LABEL_SCORINGS), ("answer", ANSWERS)):
         if getattr(task, key) not in allowed:
             raise UserError(f"{where}: {key} must be one of {', '.join(allowed)}, "
                             f"not {getattr(task, key)!r}.")

@@ -33,6 +33,7 @@ from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import PLACEHOLDER, resolve_task
 from peft_arena.data.loading import load_cell_data, resolve_data_dir
+from peft_arena.generation.data import load_text_task
 from peft_arena.generation.models import check_generative
 from peft_arena.generation.prompts import PromptFormat, check_format
 from peft_arena.matrix.executors import (
@@ -128,21 +129,30 @@ def preflight(cells: list[CellSpec], data_dir: str | Path | None, *,
         for task in sorted((t for t in tasks if t.is_generation), key=lambda t: t.name):
             check_generative(model, load_config(model, trust_remote_code=trust_remote_code),
                              task.name)
-    label_names: dict[tuple, list[str]] = {}
+    # The data settings decide which rows are bad enough to stop the run: (label names, chat
+    # messages or not) per task and settings.
+    loaded: dict[tuple, tuple[list[str], bool]] = {}
     folder = resolve_data_dir(data_dir)
     checked: set[tuple[str, str]] = set()
     for spec in cells:
-        # The data settings decide which rows are bad enough to stop the run.
-        key = (spec.task_source, spec.on_bad_rows, spec.drop_test_leaks)
-        if key not in label_names:
-            label_names[key] = load_cell_data(spec, folder).label_names
         task = kinds[spec.task_source]
+        key = (spec.task_source, spec.on_bad_rows, spec.drop_test_leaks)
+        if key not in loaded:
+            if task.answers_text:
+                text = load_text_task(task, val_fraction=spec.val_fraction,
+                                      max_train_samples=spec.max_train_samples,
+                                      max_eval_samples=spec.max_eval_samples,
+                                      seed=spec.data_seed)
+                loaded[key] = ([], text.chat_form)
+            else:
+                loaded[key] = (load_cell_data(spec, folder).label_names, False)
         if task.is_generation and (spec.model, spec.task_source) not in checked:
             checked.add((spec.model, spec.task_source))
+            names, chat_form = loaded[key]
             check_format(PromptFormat(task.prompt or PLACEHOLDER, task.system,
                                       task.chat_template),
                          load_tokenizer(spec.model, trust_remote_code=trust_remote_code),
-                         label_names[key])
+                         names, chat_form=chat_form)
 
 
 def _lock_dir(results_dir: Path) -> Path:

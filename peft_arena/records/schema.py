@@ -44,6 +44,11 @@ class Metrics(TypedDict, total=False):
     # the same test split (the `generation` section says how both were measured).
     invalid_share: float | None
     zero_shot: dict[str, float | None]
+    # Free-text generation tasks (`answer: text`): accuracy is the exact match (normalized
+    # answers equal), macro_f1 is None, and chrF (sacrebleu's corpus chrF, 0-100) is kept too;
+    # zero_shot then holds accuracy, exact_match and chrf.
+    exact_match: float | None
+    chrf: float | None
 
 
 class Params(TypedDict, total=False):
@@ -239,8 +244,9 @@ class Generation(TypedDict, total=False):
     # tokenizer's chat template rendered it (and its sha256), one rendered prompt, and how
     # many examples had their text cut to fit max_length
     prompt: dict[str, Any]
-    answer: str  # "label name"
-    label_scoring: Literal["generate", "likelihood"]  # what metrics.accuracy is of
+    answer: str  # "label name", or "text" (the rows' own completions)
+    # what metrics.accuracy is of (None: a free-text task, scored by exact match)
+    label_scoring: Literal["generate", "likelihood"] | None
     loss: str
     batching: str
     # the test split's greedy decoding: seconds, new_tokens, tokens_per_s, examples, method,

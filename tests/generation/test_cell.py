@@ -79,3 +79,61 @@ def test_a_generative_task_on_an_encoder_is_a_one_line_error(tiny_bert, gen_task
     with pytest.raises(UserError, match="has no language-model head") as caught:
         run_cell(_spec(tiny_bert, "lora", gen_task), data_dir)
     assert "\n" not in str(caught.value)
+
+
+def _write_text_task(folder, chat: bool) -> str:
+    from tests.conftest import synthetic_rows, write_jsonl
+
+    def rows(n, seed):
+        out = []
+        for row in synthetic_rows(n, seed):
+            answer = f"the {KEYWORDS[row['label']]}"
+            out.append({"messages": [{"role": "user", "content": row["text"]},
+                                     {"role": "assistant", "content": answer}]} if chat else
+                       {"prompt": row["text"], "completion": answer})
+        return out
+
+    name = "chat-task" if chat else "text-task"
+    (folder / name).mkdir(exist_ok=True)
+    write_jsonl(folder / name / "train.jsonl", rows(60, 5))
+    write_jsonl(folder / name / "test.jsonl", rows(12, 6))
+    path = folder / f"{name}.yaml"
+    path.write_text(f"name: {name}\nkind: generation\nanswer: text\n"
+                    f"train_file: {name}/train.jsonl\ntest_file: {name}/test.jsonl\n"
+                    "max_length: 96\n")  # the tiny tokenizer spells chat markers out in bytes
+    return str(path)
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_a_user_free_text_task_runs_and_scores_exact_match_and_chrf(chat, tmp_path, tiny_llama,
+                                                                     data_dir):
+    task = _write_text_task(tmp_path, chat)
+    if chat:  # the tiny tokenizer has no chat template: give it SmolLM2's
+        from transformers import AutoTokenizer
+
+        from tests.generation.conftest import CHAT_TEMPLATE
+
+        model_dir = tmp_path / "chat-llama"
+        for file in tiny_llama.iterdir():
+            (model_dir / file.name).parent.mkdir(exist_ok=True)
+            (model_dir / file.name).write_bytes(file.read_bytes())
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        tokenizer.chat_template = CHAT_TEMPLATE
+        tokenizer.save_pretrained(model_dir)
+    else:
+        model_dir = tiny_llama
+    spec = CellSpec(model=str(model_dir), task=task.rsplit("/", 1)[1].removesuffix(".yaml"),
+                    strategy="full", task_file=task, learning_rate=3e-3, epochs=1,
+                    batch_size=8, max_length=96, precision="fp32", measure_retention=False)
+    record = run_cell(spec, data_dir)
+    assert record["status"] == "ok" and _undeclared(record) == []
+    metrics = record["metrics"]
+    assert metrics["accuracy"] == metrics["exact_match"] and 0 <= metrics["chrf"] <= 100
+    assert metrics["macro_f1"] is None and set(metrics["zero_shot"]) == {
+        "accuracy", "exact_match", "chrf"}
+    generation = record["generation"]
+    assert generation["answer"] == "text" and generation["label_scoring"] is None
+    assert generation["prompt"]["chat_template"] is chat
+    if chat:
+        assert generation["prompt"]["example_prompt"].startswith("<|im_start|>user\n")
+    assert generation["decoding"]["examples"] == 12

@@ -45,3 +45,24 @@ def test_bad_generative_inputs_get_one_line_and_exit_2(model, settings, message,
     assert message in done.stderr and "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not list((tmp_path / "r").glob("records/*.json"))  # nothing trained
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"prompt": "a", "completion": "b"}, {"prompt": "c", "completion": ""}],
+     "row 2 has an empty completion"),
+    ([{"messages": [{"role": "user", "content": "hi"}]}], "the messages have no assistant turn"),
+    ([{"messages": [{"role": "user", "content": "hi"},
+                    {"role": "assistant", "content": "yo"}]}], "has no chat template"),
+])
+def test_bad_free_text_rows_get_one_line_and_exit_2(rows, message, tiny_llama, tmp_path):
+    for split in ("train", "test"):
+        (tmp_path / f"{split}.jsonl").write_text(
+            "".join(json.dumps(row) + "\n" for row in rows * 3), encoding="utf-8")
+    task = tmp_path / "free.yaml"
+    task.write_text("name: free\nkind: generation\nanswer: text\n"
+                    "train_file: train.jsonl\ntest_file: test.jsonl\n", encoding="utf-8")
+    done = peft_arena("run", "--model", tiny_llama, "--matrix", task, "--strategies", "lora",
+                      "--results", tmp_path / "r")
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
