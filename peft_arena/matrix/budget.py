@@ -17,7 +17,7 @@ from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
 from peft_arena.data.loading import load_cell_data
 from peft_arena.measure.params import count_parameters
-from peft_arena.model.heads import check_classifiable, load_config, skeleton
+from peft_arena.model.heads import causal_lm_skeleton, check_classifiable, load_config, skeleton
 from peft_arena.strategies import load_strategies
 from peft_arena.train.memory_estimate import MemoryEstimate, estimate_cell_memory
 
@@ -40,6 +40,8 @@ def _label_count(spec: CellSpec, data_dir: str | Path | None) -> int:
     task = resolve_task(spec.task_source)
     if task.labels:
         return len(task.labels)
+    if task.answers_text:
+        return 1  # no head to size: the answer is text
     # The task file names no labels: they come from the training data.
     return len(load_cell_data(spec, data_dir).label_names)
 
@@ -48,9 +50,13 @@ def count_cell_parameters(spec: CellSpec, num_labels: int) -> ParameterCount:
     """Trainable and total parameters the cell will train, counted on the meta device."""
     strategy = load_strategies().get(spec.strategy)(spec)
     config = load_config(spec.model, num_labels=num_labels)
-    check_classifiable(spec.model, config)
+    if resolve_task(spec.task_source).is_generation:  # the model with its own LM head
+        base = causal_lm_skeleton(config)
+    else:
+        check_classifiable(spec.model, config)
+        base = skeleton(config)
     with torch.device("meta"):  # every tensor, adapters included, is a shape without memory
-        model = strategy.wrap_for_counting(skeleton(config), _COUNTING_STEPS)
+        model = strategy.wrap_for_counting(base, _COUNTING_STEPS)
     trainable, total = count_parameters(model)
     return ParameterCount(trainable, total)
 
@@ -77,8 +83,8 @@ def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
     counts: dict[str, ParameterCount] = {}
     result = []
     for spec in cells:
-        key = json.dumps([spec.model, spec.strategy, spec.peft, labels.of(spec)],
-                         sort_keys=True, default=str)
+        key = json.dumps([spec.model, spec.strategy, spec.peft, labels.of(spec),
+                          resolve_task(spec.task_source).kind], sort_keys=True, default=str)
         if key not in counts:
             counts[key] = count_cell_parameters(spec, labels.of(spec))
         result.append(counts[key])

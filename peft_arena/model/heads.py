@@ -19,7 +19,12 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, PretrainedConfig
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    PretrainedConfig,
+)
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from peft_arena.common.errors import UserError
@@ -76,6 +81,14 @@ def skeleton(config: PretrainedConfig, *, trust_remote_code: bool = False) -> to
     shapes, no memory and no weights."""
     with torch.device("meta"):
         return AutoModelForSequenceClassification.from_config(
+            config, attn_implementation="eager", trust_remote_code=trust_remote_code)
+
+
+def causal_lm_skeleton(config: PretrainedConfig, *, trust_remote_code: bool = False
+                       ) -> torch.nn.Module:
+    """The model with its language-model head (a generative task's), on the meta device."""
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(
             config, attn_implementation="eager", trust_remote_code=trust_remote_code)
 
 
