@@ -46,11 +46,13 @@ def _label_count(spec: CellSpec, data_dir: str | Path | None) -> int:
     return len(load_cell_data(spec, data_dir).label_names)
 
 
-def count_cell_parameters(spec: CellSpec, num_labels: int) -> ParameterCount:
-    """Trainable and total parameters the cell will train, counted on the meta device."""
+def count_cell_parameters(spec: CellSpec, num_labels: int, *, generative: bool = False
+                          ) -> ParameterCount:
+    """Trainable and total parameters the cell will train, counted on the meta device.
+    `generative`: a generation task's cell, whose model keeps its LM head (no new head)."""
     strategy = load_strategies().get(spec.strategy)(spec)
     config = load_config(spec.model, num_labels=num_labels)
-    if resolve_task(spec.task_source).is_generation:  # the model with its own LM head
+    if generative:
         base = causal_lm_skeleton(config)
     else:
         check_classifiable(spec.model, config)
@@ -83,10 +85,11 @@ def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
     counts: dict[str, ParameterCount] = {}
     result = []
     for spec in cells:
-        key = json.dumps([spec.model, spec.strategy, spec.peft, labels.of(spec),
-                          resolve_task(spec.task_source).kind], sort_keys=True, default=str)
+        generative = resolve_task(spec.task_source).is_generation
+        key = json.dumps([spec.model, spec.strategy, spec.peft, labels.of(spec), generative],
+                         sort_keys=True, default=str)
         if key not in counts:
-            counts[key] = count_cell_parameters(spec, labels.of(spec))
+            counts[key] = count_cell_parameters(spec, labels.of(spec), generative=generative)
         result.append(counts[key])
     return result
 

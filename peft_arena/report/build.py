@@ -144,12 +144,10 @@ _COLUMNS = (
     _Column("macro F1", "macro_f1_mean", _fixed(3),
             "F1 averaged over classes with equal weight, so neglected rare classes show.",
             "max", "macro_f1"),
-    _Column("invalid", "invalid_share_mean", _share,
-            "generation tasks: share of the test answers that name no label (counted wrong in "
-            "accuracy and macro F1).", "min", optional=True),
-    _Column("zero-shot", "zero_shot_accuracy_mean", _fixed(3),
-            "generation tasks: the untuned model's accuracy on the same test split, so the "
-            "gain of tuning shows.", None, optional=True),
+    _Column("invalid", "invalid_share_mean", _share, "generation: share of test answers that "
+            "name no label (counted wrong).", "min", optional=True),
+    _Column("zero-shot", "zero_shot_accuracy_mean", _fixed(3), "generation: the untuned "
+            "model's accuracy on the same test split.", None, optional=True),
     _Column("trainable params", "trainable", human_count,
             "parameters the strategy trains (a 4-bit base counted unquantized).", "min"),
     _Column("trainable %", "trainable_pct", _pct,
@@ -181,9 +179,8 @@ _COLUMNS = (
     _Column("tokens/s", "tokens_per_s_mean", _fixed(0),
             "non-padding training tokens per second of the training phase.", "max",
             optional=True),
-    _Column("decode tok/s", "decode_tokens_per_s_mean", _fixed(0),
-            "generation tasks: tokens per second of the test split's batched greedy decoding "
-            "(KV cache).", "max", optional=True),
+    _Column("decode tok/s", "decode_tokens_per_s_mean", _fixed(0), "generation: tokens/s of "
+            "the test split's batched greedy decoding.", "max", optional=True),
     _Column("MFU", "mfu_mean", _share,
             "model FLOPs utilisation: achieved training FLOP/s over the hardware's peak.", "max",
             optional=True),
@@ -272,18 +269,13 @@ def _markdown_table(table: pd.DataFrame, columns: list[_Column]) -> str:
         row_cells = [column[i] for column in cells]
         if row["n_seeds"] == 0:
             row_cells[0] = _failed_text(row)  # never a 0: a failed cell has no score
-        rows.append([row["strategy"], _kind_text(row), *row_cells, _seeds_text(row)])
+        rows.append([row["strategy"], str(row["kind"]), *row_cells, _seeds_text(row)])
     return "\n".join(markdown.table(headers, rows))
 
 
-def _kind_text(row: pd.Series) -> str:
-    return row["kind"] if isinstance(row.get("kind"), str) else "classification"
-
-
 def _columns_list(columns: list[_Column]) -> list[str]:
-    lines = ["**Columns**", "",
-             "- **kind**: classification (a head on the model's features) or generation (the "
-             "label's name written by the model after a prompt, scored by exact match)."]
+    lines = ["**Columns**", "", "- **kind**: classification (a head) or generation (the answer "
+             "written by the model after a prompt)."]
     for column in columns:
         lines.append(f"- **{column.header}**: {column.meaning}")
         if column.header == _VS_BEST_AFTER:
@@ -413,7 +405,7 @@ def rich_table(summary: pd.DataFrame) -> Table:
         style = _STATUS_STYLE.get(row["status"], "")
         status = row["status"] if row["n_seeds"] else _failed_text(row)
         table.add_row(
-            str(row["task"]), _kind_text(row), str(row["strategy"]), accuracy,
+            str(row["task"]), str(row["kind"]), str(row["strategy"]), accuracy,
             number(row["macro_f1_mean"], _fixed(3)), vs_best_text(row),
             number(row["trainable"], human_count), number(row["trainable_pct"], _pct),
             number(row["train_s_mean"], _fixed(1)), number(row["peak_mb_mean"], _fixed(0)),

@@ -24,7 +24,6 @@ MIB = 1024**2
 # Phases of a cell in the order they run (older records lack some; save_s only when saving).
 PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s", "eval_s",
           "measure_s", "retention_s", "save_s", "decode_s", "zero_shot_s")
-TASK_KINDS = ("classification", "generation")
 # What the tuned model kept of the base and the shape of its update (records' `retention` and
 # `weight_update` sections; NaN for records without them).
 RETENTION_COLUMNS = ["cka", "transfer_task", "transfer_base", "transfer_tuned", "transfer_delta",
@@ -149,7 +148,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
     confidence = dig(record, "metrics", "confidence")
     return {
         "task": spec.get("task") or _id_part(cell_id, 0) or "unknown",
-        "kind": _kind(record),
+        # Records made before generation tasks existed are classification.
+        "kind": _text(record.get("task_kind")) or "classification",
         "strategy": spec.get("strategy") or _id_part(cell_id, 1) or "unknown",
         "seed": _integer(spec.get("seed", seed_part.removeprefix("seed"))),
         "model": _text(spec.get("model")),
@@ -188,12 +188,6 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "git_dirty": _flag(dig(record, "environment", "git_dirty")),
         **_retention_columns(record),
     }
-
-
-def _kind(record: dict[str, Any]) -> str:
-    """The task's kind; records made before generation tasks existed are classification."""
-    kind = record.get("task_kind") or dig(record, "resolved", "task_kind")
-    return kind if kind in TASK_KINDS else "classification"
 
 
 def _retention_columns(record: dict[str, Any]) -> dict[str, Any]:
