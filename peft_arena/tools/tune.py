@@ -168,6 +168,14 @@ class TuneResult:
     preset_file: Path
     ran: int  # trials run by this call
 
+    @property
+    def gain_over_defaults(self) -> float | None:
+        """The best trial's validation accuracy above the baseline trial's (the settings as
+        the preset gives them); None without a finished baseline."""
+        if not (self.baseline and self.baseline.values):
+            return None
+        return self.best.values["accuracy"] - self.baseline.values["accuracy"]
+
 
 def _row(trial: Any, objectives: list[str]) -> TrialRow:
     state = trial.state.name.lower()
@@ -195,6 +203,14 @@ def parse_objectives(text: str) -> list[str]:
         raise UserError(f"--objective {text!r}: use accuracy, optionally with trainable_params "
                         f"or time, e.g. --objective accuracy,trainable_params.")
     return ["accuracy", *[n for n in names if n != "accuracy"]]
+
+
+def study_files(results_dir: str | Path, base: CellSpec, storage: str | None = None,
+                preset_file: str | None = None) -> tuple[str, str]:
+    """The study's storage and the preset file for the best settings, by default
+    RESULTS/tune/<task>-<strategy>.db and .yaml."""
+    folder = Path(results_dir) / "tune" / f"{base.task}-{base.strategy}"
+    return storage or f"{folder}.db", preset_file or f"{folder}.yaml"
 
 
 def storage_url(storage: str | Path) -> str:
