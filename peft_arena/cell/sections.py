@@ -15,9 +15,8 @@ from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.estimate_check import cpu_estimate_check
 from peft_arena.measure.metrics import per_class_f1
-from peft_arena.measure.params import parameter_numel
 from peft_arena.measure.timing import PhaseTimer
-from peft_arena.model.four_bit import kernel_note
+from peft_arena.model.four_bit import is_four_bit, kernel_note
 from peft_arena.records.schema import Metrics, Predictions, Resolved, Time
 from peft_arena.train.build import Built
 from peft_arena.train.inputs import SPLITS, Inputs
@@ -33,7 +32,7 @@ def memory_tools(spec: CellSpec, setup: Setup, inputs: Inputs, built: Built,
     used = fallback.used
     assert used is not None
     model = setup.accelerator.unwrap_model(built.model)
-    frozen = sorted({"nf4" if parameter_numel(p) != p.numel() else
+    frozen = sorted({"nf4" if is_four_bit(p) else
                      str(p.dtype).removeprefix("torch.")
                      for p in model.parameters() if not p.requires_grad})
     estimate = estimate_cell_memory(spec, len(inputs.label_names), on_gpu=setup.on_gpu,
