@@ -20,7 +20,7 @@ from peft_arena.data.batching import (
     sorted_batches,
     tokenize,
 )
-from peft_arena.data.loading import TaskData
+from peft_arena.data.splits import TaskData
 from peft_arena.records.schema import DataHygiene
 from peft_arena.train import distributed
 from peft_arena.train.loop import optimizer_steps_per_epoch
