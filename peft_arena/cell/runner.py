@@ -1,7 +1,9 @@
 """One cell in steps: set up -> data -> model -> train -> [save] -> test -> measure -> record.
 
-Each step is a method of `Cell` that returns a small dataclass, and opens the phase of the
-same name on the cell's timer. Two entry points compose them: `run_cell` (every step; an ok
+Each step is a method of `Cell` that opens the phase of the same name on the cell's timer and
+makes one call into the package that owns the work: cell.setup, data (and train.inputs for
+the batches), train.build, train.loop, model.saving, measure; the record's sections are
+assembled by cell.sections. Two entry points compose them: `run_cell` (every step; an ok
 record) and `train_cell` (up to training; what a hyper-parameter search needs, which must
 never look at the test split).
 
