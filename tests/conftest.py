@@ -126,7 +126,7 @@ def tiny_roberta(tmp_path_factory) -> Path:
 
 
 def _tiny_decoder(tmp_path_factory, arch: str) -> Path:
-    from tests.tiny_decoders import save_tiny_decoder
+    from tests.support.tiny_decoders import save_tiny_decoder
 
     return save_tiny_decoder(tmp_path_factory.mktemp(f"tiny-{arch}"), arch)
 

@@ -23,8 +23,8 @@ import pytest
 
 from peft_arena import cli
 from peft_arena.records import store
+from tests.matrix.test_reliability import make_custom_code_model
 from tests.support.faults import FAULT_ENV, FAULT_LOG_ENV, fault_env
-from tests.test_reliability import make_custom_code_model
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"),

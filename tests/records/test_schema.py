@@ -10,9 +10,9 @@ import pytest
 
 from peft_arena.cell.runner import run_cell, train_cell
 from peft_arena.records import builders, schema, store
-from tests.test_reliability import _tiny_spec
+from tests.matrix.test_reliability import _tiny_spec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SECTIONS = {"resolved": schema.Resolved, "metrics": schema.Metrics, "params": schema.Params,
             "time": schema.Time, "memory": schema.Memory, "compute": schema.Compute}
 

@@ -36,7 +36,7 @@ from peft_arena.measure.timing import PhaseTimer
 from peft_arena.strategies import load_strategies
 from tests.conftest import KEYWORDS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                    "special_tokens_map.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")

@@ -101,7 +101,7 @@ def _tiny_causal_llama(folder: Path):
     """A tiny Llama language model with tied embeddings, saved with its tokenizer."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tests.tiny_decoders import synthetic_texts, train_tokenizer
+    from tests.support.tiny_decoders import synthetic_texts, train_tokenizer
 
     tokenizer = train_tokenizer(synthetic_texts())
     torch.manual_seed(0)
@@ -117,7 +117,7 @@ def _tiny_causal_llama(folder: Path):
 
 def test_base_body_with_its_own_head_gives_the_base_models_lm_loss(tmp_path):
     from peft_arena.cell.modeling import load_tokenizer
-    from tests.tiny_decoders import synthetic_texts
+    from tests.support.tiny_decoders import synthetic_texts
 
     causal = _tiny_causal_llama(tmp_path)
     model, _ = _load(tmp_path, labels=2)  # the sequence-classification twin
@@ -421,7 +421,7 @@ def test_measure_retention_false_leaves_the_sections_out_and_keeps_the_id(tiny_b
 def test_committed_records_keep_their_cell_ids():
     from peft_arena.config.spec import CellSpec
 
-    files = sorted(Path(__file__).resolve().parents[1].glob("results/records/*.json"))
+    files = sorted(Path(__file__).resolve().parents[2].glob("results/records/*.json"))
     assert files, "the committed results folder holds records"
     for file in files:
         record = json.loads(file.read_text())

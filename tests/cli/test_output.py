@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from tests.test_report import make_record, write
+from tests.report.test_report import make_record, write
 
 ELLIPSIS = "…"
 

@@ -18,7 +18,7 @@ from peft_arena.strategies import load_strategies
 from peft_arena.tools.export import export_model, saved_model_dir
 from peft_arena.tools.predict import predict_file
 from tests.conftest import KEYWORDS, synthetic_rows
-from tests.tiny_decoders import synthetic_texts, train_tokenizer
+from tests.support.tiny_decoders import synthetic_texts, train_tokenizer
 
 DECODERS = ["tiny_llama", "tiny_qwen2", "tiny_mistral", "tiny_gpt2"]
 STRATEGIES = ["full", "lora", "qlora", "ia3", "adalora", "loha"]

@@ -3,7 +3,7 @@ pad token, as users meet them: a base model saved as `...ForCausalLM` (so the cl
 head is newly initialised when loaded) and a byte-level BPE tokenizer trained on a few hundred
 texts, with beginning- and end-of-sequence tokens but no pad token.
 
-    python -m tests.tiny_decoders /tmp/tiny-llama [--arch llama] [--texts FILE.jsonl ...]
+    python -m tests.support.tiny_decoders /tmp/tiny-llama [--arch llama] [--texts FILE.jsonl ...]
 
 writes one such folder (texts from the JSONL files' "text" field; synthetic ones otherwise).
 """

@@ -29,7 +29,7 @@ from peft_arena.records.schema import SCHEMA_VERSION
 from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
 from tests.support import faults
 
-PACKAGE = Path(__file__).resolve().parents[1] / "peft_arena"
+PACKAGE = Path(__file__).resolve().parents[2] / "peft_arena"
 
 
 def _tiny_spec(model: Path, task_file: Path, **overrides) -> CellSpec:

@@ -11,8 +11,8 @@ import pytest
 from peft_arena.measure.hardware_identity import hardware_identity
 from peft_arena.report import compare as comparing
 from peft_arena.report.build import build_report
-from tests.test_compare import row, write_folder
-from tests.test_report import make_record, write
+from tests.report.test_compare import row, write_folder
+from tests.report.test_report import make_record, write
 
 XEON = "Intel(R) Xeon(R) Processor"
 WITHOUT_AMX = {"cpu": XEON, "cpu_count": 2, "cpu_bf16_flags": ["avx512_bf16"],
@@ -110,7 +110,7 @@ def test_run_skips_a_cell_recorded_on_other_hardware_and_says_how_to_get_ones_ow
         tmp_path, monkeypatch, capsys, tiny_bert, synth_task) -> None:
     from peft_arena import api
     from peft_arena.records import store
-    from tests.test_reliability_processes import _call_cli
+    from tests.matrix.test_reliability_processes import _call_cli
 
     results = tmp_path / "results"
     [spec] = api.plan_cells(tasks=[str(synth_task)], strategies=["lora"], model=str(tiny_bert))

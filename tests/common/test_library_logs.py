@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 
 from peft_arena import library_logs
-from tests.test_output import peft_arena
+from tests.cli.test_output import peft_arena
 
 NOISE = ("bitsandbytes", "kernels-community", "publisher trust", "gemm_4bit")
 NOTE = "4-bit weights ran on"

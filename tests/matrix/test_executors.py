@@ -22,8 +22,7 @@ from peft_arena import api
 from peft_arena.matrix.execute import run_matrix
 from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.records import store
-from tests.support.faults import fault_env
-from tests.test_reliability_processes import (
+from tests.matrix.test_reliability_processes import (
     _env,
     _fault_lines,
     _finish,
@@ -34,6 +33,7 @@ from tests.test_reliability_processes import (
     _start,
     _wait_for,
 )
+from tests.support.faults import fault_env
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"),
