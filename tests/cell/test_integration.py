@@ -6,7 +6,7 @@ import pytest
 
 from peft_arena.cell.runner import run_cell
 from peft_arena.config.spec import CellSpec
-from tests.conftest import SHARED_DATA
+from tests.support.paths import SHARED_DATA
 
 pytestmark = [
     pytest.mark.integration,

@@ -3,17 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-
-def peft_arena(*args, cwd=None):
-    env = {**os.environ, "PEFT_ARENA_QUIET": "1", "HF_HUB_OFFLINE": "1"}
-    return subprocess.run([sys.executable, "-m", "peft_arena", *map(str, args)], cwd=cwd,
-                          capture_output=True, text=True, env=env, timeout=600)
+from tests.support.cli import peft_arena
 
 
 @pytest.fixture(scope="module")

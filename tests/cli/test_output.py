@@ -2,20 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
-from tests.report.test_report import make_record, write
+from tests.support.cli import peft_arena
+from tests.support.records import make_record, write
 
 ELLIPSIS = "…"
-
-
-def peft_arena(*args) -> subprocess.CompletedProcess:
-    # stdout is a pipe here, as in `peft-arena report | cat` or a CI log.
-    env = {**os.environ, "PEFT_ARENA_QUIET": "1", "HF_HUB_OFFLINE": "1", "COLUMNS": "80"}
-    return subprocess.run([sys.executable, "-m", "peft_arena", *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
 
 
 def _row(output: str, *cells: str) -> str:
@@ -32,7 +22,7 @@ def test_piped_report_prints_every_row_whole(tmp_path):
         write(tmp_path, make_record("imdb", "lora", seed, 0.85))
         write(tmp_path, make_record("imdb", "lora", seed, 0.80, learning_rate=1e-3))
         write(tmp_path, make_record("imdb", "ia3", seed, 0.75))
-    done = peft_arena("report", "--results", tmp_path, "--out", tmp_path / "out")
+    done = peft_arena("report", "--results", tmp_path, "--out", tmp_path / "out", columns=80)
     assert done.returncode == 0, done.stderr
     assert ELLIPSIS not in done.stdout
     labels = [line.split(" | ")[1] for line in done.stdout.splitlines()
@@ -46,7 +36,8 @@ def test_piped_report_prints_every_row_whole(tmp_path):
 def test_piped_dry_run_prints_each_cell_on_one_line(tmp_path):
     modules = "[query,key,value,attention.output.dense,intermediate.dense]"
     done = peft_arena("run", "--matrix", "banking77", "--strategies", "lora,ia3", "--dry-run",
-                      "--set", f"lora.target_modules={modules}", "--results", tmp_path)
+                      "--set", f"lora.target_modules={modules}", "--results", tmp_path,
+                      columns=80)
     assert done.returncode == 0, done.stderr
     assert ELLIPSIS not in done.stdout
     assert done.stdout.startswith("2 cells")

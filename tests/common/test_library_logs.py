@@ -9,7 +9,8 @@ from types import SimpleNamespace
 import pytest
 
 from peft_arena import library_logs
-from tests.cli.test_output import peft_arena
+from tests.support.cli import peft_arena
+from tests.support.synthetic import KEYWORDS
 
 NOISE = ("bitsandbytes", "kernels-community", "publisher trust", "gemm_4bit")
 NOTE = "4-bit weights ran on"
@@ -35,7 +36,7 @@ def test_lora_cell_prints_no_bitsandbytes_line_and_qlora_one_of_ours(tiny_bert, 
     done = peft_arena("run", "--matrix", synth_task, "--model", tiny_bert,
                       "--strategies", "lora,qlora", "--seeds", "0,1",
                       "--max-train-samples", 30, "--max-eval-samples", 12, "--epochs", 1,
-                      "--results", tmp_path)
+                      "--results", tmp_path, columns=80)
     assert done.returncode == 0, done.stdout + done.stderr
     output = done.stdout + done.stderr
     blocks = _cell_blocks(done.stdout)
@@ -91,7 +92,6 @@ def test_the_note_names_the_kernels_of_a_4bit_model_and_nothing_for_lora(tiny_be
     from peft_arena.cell.modeling import load_model
     from peft_arena.config.spec import CellSpec
     from peft_arena.strategies import load_strategies
-    from tests.conftest import KEYWORDS
 
     spec = CellSpec(model=str(tiny_bert), task="synth", strategy="qlora")
     notes = {}

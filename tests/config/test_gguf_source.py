@@ -13,7 +13,7 @@ from transformers import LlamaForCausalLM
 from peft_arena.config import gguf_source
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.errors import UserError
-from tests.cli.test_commands import peft_arena
+from tests.support.cli import peft_arena
 from tests.support.tiny_gguf import QUANTIZED, write_tiny_gguf
 
 

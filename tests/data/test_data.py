@@ -10,7 +10,7 @@ import pytest
 from peft_arena.cell.data import load_task_data
 from peft_arena.config.tasks import load_task_file, resolve_task
 from peft_arena.errors import UserError
-from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
+from tests.support.synthetic import KEYWORDS, synthetic_rows, write_jsonl
 
 
 def _task_dir(tmp_path, train_rows, test_rows=None, labels=KEYWORDS):

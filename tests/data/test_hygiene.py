@@ -18,7 +18,9 @@ from peft_arena.config.tasks import load_task_file
 from peft_arena.errors import UserError
 from peft_arena.matrix.plan import unknown_setting_message
 from peft_arena.strategies import load_strategies
-from tests.conftest import KEYWORDS, SHARED_DATA, synthetic_rows
+from tests.support.paths import COMMITTED_RECORDS, SHARED_DATA
+from tests.support.records import make_record
+from tests.support.synthetic import KEYWORDS, synthetic_rows
 
 GOOD = synthetic_rows(60, seed=3)
 
@@ -250,7 +252,7 @@ def test_a_task_file_setting_reaches_the_cell(tmp_path):
 
 
 def test_committed_records_keep_their_identity():
-    records = sorted(Path(__file__).resolve().parents[2].glob("results/records/*.json"))
+    records = sorted(COMMITTED_RECORDS.glob("*.json"))
     if not records:
         pytest.skip("no committed records in results/records")
     for path in records:
@@ -291,7 +293,7 @@ def test_committed_records_still_get_the_same_examples():
     """The data fingerprint (token ids and labels of every split) of each committed record,
     recomputed with today's loader: the checks and hygiene counts change no example."""
     records = [json.loads(p.read_text()) for p in
-               sorted(Path(__file__).resolve().parents[2].glob("results/records/*.json"))]
+               sorted(COMMITTED_RECORDS.glob("*.json"))]
     records = [r for r in records if (r.get("resolved") or {}).get("data_fingerprint")]
     if not records:
         pytest.skip("no committed records with a data fingerprint in results/records")
@@ -337,8 +339,6 @@ def _board(tmp_path: Path, records: list[dict]) -> str:
 
 
 def test_leaderboard_shows_hygiene_per_task_and_flags_a_leaking_test_split(tmp_path):
-    from tests.report.test_report import make_record
-
     imdb = [make_record("imdb", s, 0, 0.85) for s in ("lora", "full")]
     imdb[0]["data_hygiene"] = _hygiene(123, 200)
     imdb[1]["data_hygiene"] = _hygiene(123, 400)
@@ -359,8 +359,6 @@ def test_leaderboard_shows_hygiene_per_task_and_flags_a_leaking_test_split(tmp_p
 
 
 def test_dropped_leaks_are_not_flagged(tmp_path):
-    from tests.report.test_report import make_record
-
     record = make_record("imdb", "lora", 0, 0.85)
     record["data_hygiene"] = _hygiene(123, 200, dropped_leaks=True)
     board = _board(tmp_path, [record])

@@ -22,18 +22,18 @@ from peft_arena import api
 from peft_arena.matrix.execute import run_matrix
 from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.records import store
-from tests.matrix.test_reliability_processes import (
-    _env,
-    _fault_lines,
-    _finish,
-    _live_processes,
-    _no_leftovers,
-    _run_args,
-    _snapshot,
-    _start,
-    _wait_for,
-)
 from tests.support.faults import fault_env
+from tests.support.processes import (
+    fault_lines,
+    finish,
+    live_processes,
+    no_leftovers,
+    process_env,
+    run_args,
+    snapshot,
+    start,
+    wait_for,
+)
 
 pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"),
@@ -50,7 +50,7 @@ def _cells(task: Path, model: Path, strategies: list[str], **flags) -> list:
 
 
 def _records(results: Path) -> dict[str, dict]:
-    return {r["spec"]["strategy"]: r for r in map(json.loads, _snapshot(results).values())}
+    return {r["spec"]["strategy"]: r for r in map(json.loads, snapshot(results).values())}
 
 
 def _parent(pid: int) -> int:
@@ -62,7 +62,7 @@ def _kill_parents_of_sleeping_cells(log: Path, times: int, stop: threading.Event
     `times` kills; in a thread, while the matrix runs in the test's own."""
     killed = 0
     while killed < times and not stop.is_set():
-        lines = _fault_lines(log)
+        lines = fault_lines(log)
         if len(lines) > killed:
             pid = int(lines[killed][2])
             os.kill(_parent(pid), signal.SIGKILL)
@@ -73,18 +73,18 @@ def _kill_parents_of_sleeping_cells(log: Path, times: int, stop: threading.Event
 def test_two_local_workers_record_each_cell_once_and_survive_kill_9(tmp_path, tiny_bert,
                                                                    synth_task):
     results, log = tmp_path / "results", tmp_path / "faults.log"
-    args = [*_run_args(synth_task, tiny_bert, results, "lora,ia3"), "--workers", "2"]
+    args = [*run_args(synth_task, tiny_bert, results, "lora,ia3"), "--workers", "2"]
     # lora and ia3 start together and wait in training: two cells in flight at the kill.
-    matrix = _start(args, **fault_env("sleep@train@__lora__,sleep@train@__ia3__", log))
-    _wait_for(lambda: len(_fault_lines(log)) == 2 or matrix.poll() is not None,
+    matrix = start(args, **fault_env("sleep@train@__lora__,sleep@train@__ia3__", log))
+    wait_for(lambda: len(fault_lines(log)) == 2 or matrix.poll() is not None,
               "two cells in training at once")
     assert matrix.poll() is None, matrix.communicate()
     os.kill(matrix.pid, signal.SIGKILL)
-    _finish(matrix)
-    _wait_for(lambda: _live_processes(matrix.pid) == [], "the orphaned cells to die", 15)
-    assert _snapshot(results) == {}  # nothing half-done was recorded
+    finish(matrix)
+    wait_for(lambda: live_processes(matrix.pid) == [], "the orphaned cells to die", 15)
+    assert snapshot(results) == {}  # nothing half-done was recorded
 
-    done = subprocess.run([sys.executable, "-m", "peft_arena", *args], env=_env(),
+    done = subprocess.run([sys.executable, "-m", "peft_arena", *args], env=process_env(),
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 ok" in done.stdout
@@ -98,7 +98,7 @@ def test_two_local_workers_record_each_cell_once_and_survive_kill_9(tmp_path, ti
         # The cores are split between the two workers, and the record says so.
         assert execution["threads"] == max(1, cores // 2)
         assert execution["environment"]["OMP_NUM_THREADS"] == str(max(1, cores // 2))
-    _no_leftovers(results)
+    no_leftovers(results)
 
 
 def test_ray_local_cluster_driver_writes_records_and_a_lost_worker_fails_once(
@@ -122,7 +122,7 @@ def test_ray_local_cluster_driver_writes_records_and_a_lost_worker_fails_once(
                                 executor=ExecutorSettings(name="ray"))
         finally:
             stop.set()
-        assert len(_fault_lines(log)) == 2  # the cell ran twice: the retry happened
+        assert len(fault_lines(log)) == 2  # the cell ran twice: the retry happened
     finally:
         ray.shutdown()
     assert (result.count("ok"), result.count("failed")) == (1, 1)
@@ -139,7 +139,7 @@ def test_ray_local_cluster_driver_writes_records_and_a_lost_worker_fails_once(
 
     board = build_report(results).summary
     assert set(board["strategy"]) == {"lora", "ia3"}
-    _no_leftovers(results)
+    no_leftovers(results)
 
 
 def test_slurm_path_through_submitit_local_jobs(tmp_path, monkeypatch, tiny_bert, synth_task):
@@ -150,9 +150,9 @@ def test_slurm_path_through_submitit_local_jobs(tmp_path, monkeypatch, tiny_bert
     stop = threading.Event()
 
     def cancel_ia3_job() -> None:  # as scancel would: the job's process is interrupted
-        _wait_for(lambda: _fault_lines(log) or stop.is_set(), "the ia3 cell to train")
+        wait_for(lambda: fault_lines(log) or stop.is_set(), "the ia3 cell to train")
         if not stop.is_set():
-            os.kill(_parent(int(_fault_lines(log)[0][2])), signal.SIGINT)
+            os.kill(_parent(int(fault_lines(log)[0][2])), signal.SIGINT)
 
     canceller = threading.Thread(target=cancel_ia3_job, daemon=True)
     canceller.start()
@@ -186,7 +186,7 @@ def test_one_cell_over_two_cpu_processes_counts_each_test_example_once(tmp_path,
     assert two[0].cell_id != one[0].cell_id  # a different measurement, its own record
     assert run_matrix([*one, *two], results).count("ok") == 2
     by_processes = {r["execution"]["processes"]: r for r in map(json.loads,
-                                                               _snapshot(results).values())}
+                                                               snapshot(results).values())}
     single, double = by_processes[1], by_processes[2]
     assert double["execution"]["distributed_type"] == "MULTI_CPU"
     assert single["execution"]["distributed_type"] == "NO"

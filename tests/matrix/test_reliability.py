@@ -1,6 +1,6 @@
 """Reliability inside one process: failures become records, bad input fails early and cleanly,
 results repeat, and nothing untrusted runs. (Kills, Ctrl-C and concurrent runs, which need
-real processes, are in test_reliability_processes.py.)"""
+real processes, are in tests/matrix/test_reliability_processes.py.)"""
 
 from __future__ import annotations
 
@@ -26,17 +26,14 @@ from peft_arena.matrix.execute import SPEC_SUFFIX, cell_lock, sweep_temp_files
 from peft_arena.measure.timing import PhaseTimer
 from peft_arena.records import store
 from peft_arena.records.schema import SCHEMA_VERSION
-from tests.conftest import KEYWORDS, synthetic_rows, write_jsonl
 from tests.support import faults
+from tests.support.paths import PACKAGE
+from tests.support.specs import tiny_spec
+from tests.support.synthetic import KEYWORDS, synthetic_rows, write_jsonl
+from tests.support.tiny_models import make_custom_code_model
 
-PACKAGE = Path(__file__).resolve().parents[2] / "peft_arena"
-
-
-def _tiny_spec(model: Path, task_file: Path, **overrides) -> CellSpec:
-    settings = dict(model=str(model), task="synth", strategy="lora", task_file=str(task_file),
-                    epochs=1, max_train_samples=48, max_eval_samples=30, batch_size=16,
-                    max_length=32, learning_rate=1e-2, peft={"r": 4, "lora_alpha": 8})
-    return CellSpec(**{**settings, **overrides})
+# A small LoRA: the cells here test what happens around training, not how well it trains.
+SMALL_LORA = {"r": 4, "lora_alpha": 8}
 
 
 def _record_for(spec: CellSpec) -> dict:
@@ -88,7 +85,7 @@ def test_record_paths_cannot_leave_the_results_folder(tmp_path):
 ])
 def test_a_fault_in_the_cell_process_is_a_failed_record(fault, error_type, tmp_path, monkeypatch,
                                                          tiny_bert, synth_task):
-    spec = _tiny_spec(tiny_bert, synth_task)
+    spec = tiny_spec(tiny_bert, synth_task, peft=SMALL_LORA)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
     record_file = store.record_path(tmp_path / "results", spec.cell_id)
@@ -120,7 +117,7 @@ def test_fault_settings_parse_and_a_malformed_one_is_a_user_error(monkeypatch):
 
 
 def test_a_huge_learning_rate_really_diverges_and_is_recorded(tmp_path, tiny_bert, synth_task):
-    spec = _tiny_spec(tiny_bert, synth_task, strategy="full", peft={}, learning_rate=1e6)
+    spec = tiny_spec(tiny_bert, synth_task, "full", learning_rate=1e6)
     record_file = store.record_path(tmp_path, spec.cell_id)
     with pytest.raises(NonFiniteLoss):
         run_and_record(spec, record_file, None, run_id="run-1")
@@ -135,7 +132,7 @@ def test_a_huge_learning_rate_really_diverges_and_is_recorded(tmp_path, tiny_ber
 
 def test_same_seed_same_numbers_other_seed_other_numbers(tiny_bert, synth_task):
     def outcome(seed: int) -> tuple:
-        record = run_cell(_tiny_spec(tiny_bert, synth_task, seed=seed))
+        record = run_cell(tiny_spec(tiny_bert, synth_task, peft=SMALL_LORA, seed=seed))
         return record["metrics"]["eval_loss"], record["metrics"]["accuracy"], [
             (h["train_loss"], h["val_loss"]) for h in record["history"]]
 
@@ -294,35 +291,6 @@ def test_no_yaml_loader_that_can_build_python_objects():
     assert offenders == []
     # The one loader of the package adds a check to PyYAML's safe loader and nothing else.
     assert issubclass(yamlfile._StrictLoader, yaml.SafeLoader)
-
-
-CUSTOM_CODE = '''
-import os
-from pathlib import Path
-from transformers import BertConfig, BertForSequenceClassification
-
-Path(os.environ["ARENA_REMOTE_CODE_MARKER"]).write_text("ran")
-
-
-class ArenaConfig(BertConfig):
-    model_type = "arena_custom"
-
-
-class ArenaModel(BertForSequenceClassification):
-    config_class = ArenaConfig
-'''
-
-
-def make_custom_code_model(source: Path, folder: Path) -> Path:
-    """A model folder whose config asks transformers to run the folder's own Python file."""
-    shutil.copytree(source, folder)
-    config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="arena_custom", architectures=["ArenaModel"], auto_map={
-        "AutoConfig": "arena_code.ArenaConfig",
-        "AutoModelForSequenceClassification": "arena_code.ArenaModel"})
-    (folder / "config.json").write_text(json.dumps(config))
-    (folder / "arena_code.py").write_text(CUSTOM_CODE)
-    return folder
 
 
 def test_model_code_runs_only_when_trusted(tiny_bert, tmp_path, monkeypatch):

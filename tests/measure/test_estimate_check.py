@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from peft_arena.cell.runner import run_cell
-from peft_arena.config.spec import CellSpec
 from peft_arena.measure.estimate_check import cpu_estimate_check, current_rss_bytes
+from tests.support.specs import tiny_spec
 
 
 def test_error_is_relative_to_the_rise_above_the_baseline():
@@ -22,8 +22,8 @@ def test_current_rss_is_plausible():
 
 
 def test_a_cpu_cell_records_its_baseline_and_the_check(tiny_llama, synth_task, data_dir):
-    spec = CellSpec(model=str(tiny_llama), task="synth", strategy="lora", task_file=str(synth_task),
-                    epochs=1, max_train_samples=64, max_eval_samples=16, batch_size=16)
+    spec = tiny_spec(tiny_llama, synth_task, max_train_samples=64, max_eval_samples=16,
+                     max_length=128, learning_rate=5e-5)
     record = run_cell(spec, data_dir)
     memory, check = record["memory"], record["memory_tools"]["estimate_check"]
     assert 0 < memory["baseline_rss_bytes"] <= memory["peak_bytes"]

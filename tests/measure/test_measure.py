@@ -13,7 +13,6 @@ import time
 import typing
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -34,9 +33,11 @@ from peft_arena.measure.memory import (
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
 from peft_arena.strategies import load_strategies
-from tests.conftest import KEYWORDS
+from tests.support.fake_nvml import OWN, FakeNvml, GiB, GrowingNvml
+from tests.support.paths import REPO
+from tests.support.specs import tiny_spec
+from tests.support.synthetic import KEYWORDS
 
-REPO = Path(__file__).resolve().parents[2]
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt",
                    "special_tokens_map.json")
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".h5", ".msgpack")
@@ -270,9 +271,9 @@ def test_a_low_peak_measured_under_load_is_replaced_by_a_better_one(quick_peak, 
 
 @pytest.fixture(scope="module")
 def tiny_record(tiny_bert, synth_task, data_dir, tmp_path_factory) -> dict:
-    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="lora",
-                    task_file=str(synth_task), learning_rate=1e-2, epochs=2, batch_size=16,
-                    peft={"r": 4, "target_modules": ["query", "value"]})
+    spec = tiny_spec(tiny_bert, synth_task, epochs=2, max_train_samples=None,
+                     max_eval_samples=None, max_length=128,
+                     peft={"r": 4, "target_modules": ["query", "value"]})
     return run_cell(spec, data_dir)
 
 
@@ -389,9 +390,8 @@ def test_weights_bytes_counts_a_shared_tensor_once():
 @pytest.mark.skipif(not Path("/usr/bin/time").is_file(),
                     reason="GNU time is not installed (apt-get install -y time)")
 def test_recorded_peak_rss_matches_gnu_time(tiny_bert, synth_task, data_dir, tmp_path):
-    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="lora",
-                    task_file=str(synth_task), epochs=1, max_train_samples=60,
-                    max_eval_samples=30, max_length=32)
+    spec = tiny_spec(tiny_bert, synth_task, max_train_samples=60, batch_size=32,
+                     learning_rate=5e-5)
     spec_file = tmp_path / "spec.json"
     spec_file.write_text(json.dumps(spec.to_dict()))
     done = subprocess.run(
@@ -442,45 +442,6 @@ def test_failure_in_a_nested_phase_is_named():
 
 
 # ------------------------------------------------------------------ GPU memory, with a fake NVML
-
-
-class FakeNvml:
-    """Stands in for pynvml: reports whatever the test sets in `used` and `processes`."""
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, used: int, processes: dict[int, int | None] | None) -> None:
-        self.used, self.processes, self.reads = used, processes, 0
-
-    def nvmlInit(self) -> None:
-        pass
-
-    def nvmlDeviceGetHandleByIndex(self, index: int) -> str:
-        return f"gpu{index}"
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        self.reads += 1
-        return SimpleNamespace(used=self.used)
-
-    def nvmlDeviceGetComputeRunningProcesses(self, handle):
-        if self.processes is None:
-            raise self.NVMLError("not supported on this device")
-        return [SimpleNamespace(pid=pid, usedGpuMemory=used)
-                for pid, used in self.processes.items()]
-
-
-class GrowingNvml(FakeNvml):
-    """Every memory reading is one GiB more than the last, all of it ours."""
-
-    def nvmlDeviceGetMemoryInfo(self, handle):
-        self.used += GiB
-        self.processes = {OWN: self.used}
-        return super().nvmlDeviceGetMemoryInfo(handle)
-
-
-OWN = 4242
-GiB = 2**30
 
 
 def _then(nvml: FakeNvml, poller: GpuMemoryPoller, used: int, processes) -> None:

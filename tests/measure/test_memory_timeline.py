@@ -12,7 +12,7 @@ import torch
 from peft_arena.measure.memory import GpuMemoryPoller
 from peft_arena.measure.memory_timeline import MemoryTimeline, compact_series, rss_reader
 from peft_arena.measure.timing import PhaseTimer
-from tests.measure.test_measure import OWN, GrowingNvml
+from tests.support.fake_nvml import OWN, GrowingNvml
 
 MIB = 1024**2
 PLANTED_MIB = 128

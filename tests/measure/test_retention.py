@@ -17,7 +17,9 @@ from peft_arena.cell.probe_texts import draw_probe_set
 from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
 from peft_arena.measure import retention, weight_update
-from tests.conftest import write_jsonl
+from tests.support.paths import COMMITTED_RECORDS
+from tests.support.specs import tiny_spec
+from tests.support.synthetic import write_jsonl
 
 # ---------------------------------------------------------------- CKA
 
@@ -373,11 +375,8 @@ def tiny_bert_body(tiny_bert, tmp_path_factory) -> Path:
 
 
 def _cell_spec(tiny_bert, **settings):
-    from peft_arena.config.spec import CellSpec
-
-    return CellSpec(model=str(tiny_bert), task="agnews", strategy="lora", epochs=1,
-                    batch_size=16, max_length=32, max_train_samples=64, max_eval_samples=16,
-                    learning_rate=1e-2, **settings)
+    return tiny_spec(tiny_bert, None, task="agnews", **{"max_train_samples": 64,
+                                                        "max_eval_samples": 16, **settings})
 
 
 @pytest.mark.slow
@@ -421,7 +420,7 @@ def test_measure_retention_false_leaves_the_sections_out_and_keeps_the_id(tiny_b
 def test_committed_records_keep_their_cell_ids():
     from peft_arena.config.spec import CellSpec
 
-    files = sorted(Path(__file__).resolve().parents[2].glob("results/records/*.json"))
+    files = sorted(COMMITTED_RECORDS.glob("*.json"))
     assert files, "the committed results folder holds records"
     for file in files:
         record = json.loads(file.read_text())

@@ -17,7 +17,8 @@ from peft_arena.records.store import record_path
 from peft_arena.strategies import load_strategies
 from peft_arena.tools.export import export_model, saved_model_dir
 from peft_arena.tools.predict import predict_file
-from tests.conftest import KEYWORDS, synthetic_rows
+from tests.support.specs import tiny_spec
+from tests.support.synthetic import KEYWORDS, synthetic_rows
 from tests.support.tiny_decoders import synthetic_texts, train_tokenizer
 
 DECODERS = ["tiny_llama", "tiny_qwen2", "tiny_mistral", "tiny_gpt2"]
@@ -25,11 +26,7 @@ STRATEGIES = ["full", "lora", "qlora", "ia3", "adalora", "loha"]
 
 
 def _spec(model_dir, strategy, synth_task, **settings) -> CellSpec:
-    values = {"learning_rate": 1e-2, "epochs": 1, "batch_size": 16, "max_length": 32,
-              "max_train_samples": 48, "max_eval_samples": 24, "precision": "fp32",
-              **settings}
-    return CellSpec(model=str(model_dir), task="synth", strategy=strategy,
-                    task_file=str(synth_task), **values)
+    return tiny_spec(model_dir, synth_task, strategy, **{"max_eval_samples": 24, **settings})
 
 
 @pytest.mark.parametrize("arch", DECODERS)

@@ -16,7 +16,7 @@ from peft_arena.config.gguf_source import model_source
 from peft_arena.config.presets import resolve_model_path
 from peft_arena.config.spec import CellSpec
 from peft_arena.strategies import load_strategies
-from tests.conftest import SHARED_DATA
+from tests.support.paths import SHARED_DATA
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 LABELS = ["World", "Sports", "Business", "Sci/Tech"]

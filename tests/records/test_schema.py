@@ -4,15 +4,14 @@ records.schema declares, and the records already committed still read."""
 from __future__ import annotations
 
 import typing
-from pathlib import Path
 
 import pytest
 
 from peft_arena.cell.runner import run_cell, train_cell
 from peft_arena.records import builders, schema, store
-from tests.matrix.test_reliability import _tiny_spec
+from tests.support.paths import REPO
+from tests.support.specs import tiny_spec
 
-REPO = Path(__file__).resolve().parents[2]
 SECTIONS = {"resolved": schema.Resolved, "metrics": schema.Metrics, "params": schema.Params,
             "time": schema.Time, "memory": schema.Memory, "compute": schema.Compute}
 
@@ -29,7 +28,7 @@ def _undeclared(record: dict) -> list[str]:
 
 @pytest.fixture(scope="module")
 def trained(tiny_bert, synth_task):
-    spec = _tiny_spec(tiny_bert, synth_task)
+    spec = tiny_spec(tiny_bert, synth_task, peft={"r": 4, "lora_alpha": 8})
     return spec, run_cell(spec), train_cell(spec)
 
 

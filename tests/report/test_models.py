@@ -5,7 +5,7 @@ from __future__ import annotations
 from peft_arena.config.spec import CellSpec
 from peft_arena.report import build as report
 from peft_arena.report.results import load_frame, model_label, summarise
-from tests.report.test_report import make_record, write
+from tests.support.records import make_record, write
 
 
 def _as_model(record: dict, model: str) -> dict:

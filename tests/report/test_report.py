@@ -6,9 +6,7 @@ import base64
 import math
 import re
 import warnings
-import zlib
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,118 +18,27 @@ from peft_arena.cell.runner import run_cell
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
 from peft_arena.errors import UserError
-from peft_arena.measure.metrics import classification_metrics, confidence_summary, per_class_f1
-from peft_arena.records import builders, store
+from peft_arena.measure.metrics import confidence_summary, per_class_f1
+from peft_arena.records import store
 from peft_arena.report import breakdown, charts, stats
 from peft_arena.report import build as report
 from peft_arena.report.results import labelled, load_frame, load_results, summarise
-from tests.conftest import KEYWORDS
-
-MODEL = "sentence-transformers/all-MiniLM-L6-v2"
-TOTAL = 22_713_216
-TASKS = ("agnews", "imdb")
-# (task, strategy) -> per-seed accuracy. Chosen so the best strategy differs between tasks.
-ACCURACY = {
-    ("agnews", "full"): (0.91, 0.92),
-    ("agnews", "lora"): (0.89, 0.88),
-    ("agnews", "ia3"): (0.80, 0.83),
-    ("imdb", "full"): (0.86, 0.85),
-    ("imdb", "lora"): (0.87, 0.88),
-    ("imdb", "ia3"): (0.79, 0.77),
-}
-TRAINABLE = {"full": TOTAL, "lora": 148_224, "ia3": 9_984}
-TRAIN_S = {"full": 120.0, "lora": 60.0, "ia3": 45.0}
-PEAK_MIB = {"full": 2048.0, "lora": 1024.0, "ia3": 900.0}
-SEEDS = (0, 1)
-
-
-LABELS = {"agnews": ["World", "Sports", "Business", "Sci/Tech"], "imdb": ["neg", "pos"]}
-N_TEST = 200  # every accuracy above is a whole number of these examples
-EPOCHS = 3
-
-
-def predictions(task: str, strategy: str, seed: int, accuracy: float) -> tuple[list, list]:
-    """Test labels (the same for every cell of a task) and predictions right on exactly
-    round(accuracy * N_TEST) examples, spread over the classes."""
-    n_classes = len(LABELS.get(task, "abc"))
-    y_true = np.random.default_rng(len(task)).integers(0, n_classes, N_TEST)
-    wrong = np.random.default_rng([zlib.crc32(strategy.encode()), seed]).permutation(N_TEST)
-    wrong = wrong[: N_TEST - round(accuracy * N_TEST)]
-    y_pred = y_true.copy()
-    y_pred[wrong] = (y_true[wrong] + 1) % n_classes
-    return y_true.tolist(), y_pred.tolist()
-
-
-def make_record(
-    task: str, strategy: str, seed: int, accuracy: float | None, **spec_overrides: Any
-) -> dict[str, Any]:
-    """A record made by the runner's own builders; accuracy None makes a failed cell.
-
-    Per-class F1 and the confidence summary are computed from the synthetic predictions with
-    the runner's own metric functions, so they agree with accuracy as in a real record.
-    """
-    spec = CellSpec(
-        model=MODEL, task=task, strategy=strategy, seed=seed, max_length=64, batch_size=16,
-        **spec_overrides,
-    )
-    failed = accuracy is None
-    trainable = TRAINABLE.get(strategy, 1_000)
-    train_s = TRAIN_S.get(strategy, 10.0) + seed  # seeds differ, so the std is not zero
-    labels = LABELS.get(task, ["a", "b", "c"])
-    metrics: dict[str, Any] = {}
-    stored = None
-    history: list[dict[str, Any]] = []
-    if not failed:
-        y_true, y_pred = predictions(task, strategy, seed, accuracy)
-        correct = np.equal(y_true, y_pred)
-        # Sure of right answers, less so of wrong ones: a realistic, imperfect calibration.
-        confidence = np.where(correct, 0.95, 0.6) - 0.01 * seed
-        metrics = {
-            **classification_metrics(np.array(y_true), np.array(y_pred)),
-            "eval_loss": 1 - accuracy, "val_accuracy": accuracy, "val_macro_f1": accuracy - 0.02,
-            "per_class_f1": per_class_f1(np.array(y_true), np.array(y_pred), labels),
-            "confidence": confidence_summary(confidence, correct),
-        }
-        stored = {"y_true": y_true, "y_pred": y_pred}
-        history = [
-            {"epoch": e, "step": 10 * e, "train_loss": 1.2 / e + 0.01 * seed,
-             "val_loss": 1.0 / e + 0.1, "val_accuracy": accuracy - 0.1 / e,
-             "val_macro_f1": accuracy - 0.12 / e}
-            for e in range(1, EPOCHS + 1)
-        ]
-    memory = {"peak_bytes": int((PEAK_MIB.get(strategy, 500.0) + 10 * seed) * 1024**2),
-              "source": "cpu_rss"}
-    environment = {"versions": {"torch": "2.4.1", "peft": "0.17.0"},
-                   "hardware": {"cpu": "AMD EPYC 7B13", "gpu": None},
-                   "precision": "fp32", "git_commit": "a" * 40}
-    if failed:
-        error = {"type": "OutOfMemoryError", "message": "CUDA out of memory", "phase": "train",
-                 "traceback": None}
-        return builders.failed_record(spec, error, memory=memory, environment=environment)
-    return builders.ok_record(
-        spec, resolved={"label_names": labels}, data_hygiene={}, metrics=metrics,
-        params={"trainable": trainable, "total": TOTAL, "trainable_pct": 100 * trainable / TOTAL},
-        time={"total_s": train_s + 15.0,
-              "phases": {"data_s": 5.0, "tokenize_s": 2.0, "model_s": 1.0, "train_s": train_s,
-                         "eval_s": 7.0},
-              "train_samples_per_s": 1000.0 / train_s, "train_tokens_per_s": 64000.0 / train_s,
-              "eval_samples_per_s": 300.0},
-        memory=memory, compute={}, history=history, best_step=None, stopped_early=False,
-        artifacts={"model_dir": None}, predictions=stored, environment=environment,
-        started_at="2025-01-01T00:00:00Z")
-
-
-def write(results: Path, record: dict[str, Any]) -> None:
-    store.write_record(store.record_path(results, record["cell_id"]), record)
-
-
-def write_matrix(folder: Path) -> Path:
-    """2 tasks x 3 strategies x 2 seeds, plus one failed cell (agnews / adalora)."""
-    for (task, strategy), accuracies in ACCURACY.items():
-        for seed, accuracy in zip(SEEDS, accuracies, strict=True):
-            write(folder, make_record(task, strategy, seed, accuracy))
-    write(folder, make_record("agnews", "adalora", 0, None))
-    return folder
+from tests.support.records import (
+    ACCURACY,
+    LABELS,
+    MODEL,
+    PEAK_MIB,
+    SEEDS,
+    TRAIN_S,
+    TRAINABLE,
+    make_record,
+    markdown_row,
+    predictions,
+    write,
+    write_matrix,
+)
+from tests.support.specs import tiny_spec
+from tests.support.synthetic import KEYWORDS
 
 
 @pytest.fixture
@@ -157,16 +64,7 @@ def summary_row(summary: pd.DataFrame, task: str, strategy: str) -> pd.Series:
     return rows.iloc[0]
 
 
-def markdown_row(markdown: str, task: str, strategy: str) -> dict[str, str]:
-    """The cells of one strategy's row in one task's table, keyed by column header."""
-    section = markdown.split(f"## {task}\n", 1)[1].split("\n## ", 1)[0]
-    lines = [line for line in section.splitlines() if line.startswith("|")]
-    headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    for line in lines[2:]:
-        cells = [cell.strip() for cell in line.strip("|").split("|")]
-        if cells[0] == strategy:
-            return dict(zip(headers, cells, strict=True))
-    raise AssertionError(f"no row for {strategy} in {task}:\n{section}")
+
 
 
 def test_summary_mean_and_std_match_numpy(built: report.ReportResult) -> None:
@@ -553,8 +451,8 @@ def test_without_chart_links_there_is_no_charts_section(built: report.ReportResu
 def test_runner_records_per_class_confidence_and_ordered_predictions(
     tiny_bert: Path, synth_task: Path, data_dir: Path
 ) -> None:
-    spec = CellSpec(model=str(tiny_bert), task="synth", strategy="full", task_file=str(synth_task),
-                    epochs=1, learning_rate=1e-2, batch_size=16, eval_batch_size=7, max_length=32)
+    spec = tiny_spec(tiny_bert, synth_task, "full", max_train_samples=None,
+                     max_eval_samples=None, eval_batch_size=7)
     record = run_cell(spec, data_dir)
     data = load_task_data(resolve_task(str(synth_task)), data_dir, val_fraction=spec.val_fraction,
                           max_train_samples=None, max_eval_samples=None, seed=spec.data_seed)

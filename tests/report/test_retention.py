@@ -12,7 +12,7 @@ from peft_arena.records import store
 from peft_arena.report import build as report
 from peft_arena.report import plane
 from peft_arena.report.results import load_frame, summarise
-from tests.report.test_report import make_record
+from tests.support.records import make_record
 
 # strategy -> (CKA per seed, probe delta, effective rank, intruders)
 KEPT = {"full": ((0.90, 0.92), -0.03, 250.0, 0), "lora": ((0.97, 0.98), 0.01, 6.5, 3),

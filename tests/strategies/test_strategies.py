@@ -20,10 +20,10 @@ from peft_arena.measure.params import count_parameters
 from peft_arena.strategies import Strategy, load_strategies, registry
 from peft_arena.strategies.base import Choice
 from peft_arena.strategies.methods import build_strategy, register_methods
-from tests.conftest import KEYWORDS, synthetic_rows
+from tests.support.paths import COMMITTED_RECORDS, REPO
+from tests.support.synthetic import KEYWORDS, synthetic_rows
 
 REGISTERED = load_strategies().names()
-COMMITTED_RECORDS = Path(__file__).resolve().parents[2] / "results" / "records"
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -252,7 +252,7 @@ def test_yaml_learning_rate_written_1e_3_is_a_number():
 
 
 def test_the_readme_example_entry_trains(tiny_bert, monkeypatch):
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     example = re.search(r"## Strategies\n.*?```yaml\n(.*?)```", readme, re.S).group(1)
     [(name, entry)] = yaml.safe_load(example).items()
     monkeypatch.setattr(registry.strategies, "_items", dict(registry.strategies._items))

@@ -29,6 +29,8 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
+from tests.support.synthetic import synthetic_rows
+
 ARCHITECTURES = ("llama", "qwen2", "mistral", "gpt2")
 BOS, EOS = "<s>", "</s>"
 VOCAB_SIZE = 512
@@ -75,8 +77,6 @@ def decoder_model(arch: str, tokenizer: PreTrainedTokenizerFast) -> torch.nn.Mod
 
 
 def synthetic_texts(n: int = 400) -> list[str]:
-    from tests.conftest import synthetic_rows
-
     return [row["text"] for row in synthetic_rows(n, seed=11)]
 
 

@@ -1,4 +1,4 @@
-"""A tiny GGUF file written from a tiny random Llama (tests/tiny_decoders.py), as llama.cpp's
+"""A tiny GGUF file written from a tiny random Llama (tiny_decoders.py), as llama.cpp's
 converter lays one out: `blk.N.*` tensor names, query and key rows permuted for its rotary
 layout (transformers undoes that on load), a byte-level BPE tokenizer in the metadata, and the
 MLP's down projection quantized to Q8_0 (so the file's type is Q8_0 and loading dequantizes).

@@ -17,20 +17,18 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from peft_arena.cell.runner import run_and_record
 from peft_arena.cell.saving import saved_model_dir
 from peft_arena.cli import cli
-from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
 from peft_arena.records.store import record_path
 from peft_arena.tools.export import export_model
 from peft_arena.tools.predict import load_for_inference, predict_file
-from tests.conftest import KEYWORDS, synthetic_rows
+from tests.support.specs import tiny_spec
+from tests.support.synthetic import KEYWORDS, synthetic_rows
 
 
 def _trained_cell(results, tiny_bert, synth_task, data_dir, strategy: str, **settings):
     # fp32 so that the merged and the unmerged model may be compared to float precision.
-    spec = CellSpec(model=str(tiny_bert), task="synth", strategy=strategy,
-                    task_file=str(synth_task), learning_rate=1e-2, epochs=2, batch_size=16,
-                    max_length=32, max_train_samples=90, precision="fp32", save_model=True,
-                    **settings)
+    spec = tiny_spec(tiny_bert, synth_task, strategy, epochs=2, max_train_samples=90,
+                     max_eval_samples=None, save_model=True, **settings)
     path = record_path(results, spec.cell_id)
     run_and_record(spec, path, data_dir)
     return spec, path

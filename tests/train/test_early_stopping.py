@@ -11,16 +11,16 @@ from peft_arena.cell.early_stopping import EarlyStopping
 from peft_arena.cell.runner import run_cell
 from peft_arena.config.spec import CellSpec
 from peft_arena.errors import UserError
+from tests.support.specs import tiny_spec
 
 
 def _spec(tiny_bert, synth_task, **overrides) -> CellSpec:
     # A constant learning rate makes a shorter run retrace a longer one's first epochs exactly.
     # Patience 1: the tiny model's validation loss falls unevenly, so one rise soon comes.
-    settings = dict(model=str(tiny_bert), task="synth", strategy="full",
-                    task_file=str(synth_task), learning_rate=1e-2, lr_scheduler="constant",
-                    warmup_ratio=0.0, batch_size=16, max_train_samples=60, max_length=32,
-                    epochs=12, early_stopping_patience=1, early_stopping_metric="val_loss")
-    return CellSpec(**{**settings, **overrides})
+    settings = dict(lr_scheduler="constant", warmup_ratio=0.0, max_train_samples=60,
+                    max_eval_samples=None, epochs=12, early_stopping_patience=1,
+                    early_stopping_metric="val_loss")
+    return tiny_spec(tiny_bert, synth_task, "full", **{**settings, **overrides})
 
 
 def test_early_stopping_class_stops_and_restores_the_best_weights():

@@ -15,7 +15,8 @@ from peft_arena.cell.modeling import load_model
 from peft_arena.config.spec import CellSpec
 from peft_arena.matrix.budget import count_cell_parameters
 from peft_arena.strategies import load_strategies
-from tests.conftest import KEYWORDS
+from tests.support.paths import COMMITTED_RECORDS
+from tests.support.synthetic import KEYWORDS
 
 # Llama-3.2-1B's shape (its config.json without the weights).
 HIDDEN, LAYERS, HEADS, KV_HEADS, INTERMEDIATE, VOCAB = 2048, 16, 32, 8, 8192, 128256
@@ -186,11 +187,10 @@ def test_other_errors_are_not_retried():
 def test_the_quick_presets_minilm_cells_keep_their_identity():
     """New settings at their defaults leave the config hash alone: every cell of the quick
     preset still matches its committed record, so nothing recorded is run again."""
-    from pathlib import Path
 
     from peft_arena import api
 
-    records = Path(__file__).resolve().parents[2] / "results" / "records"
+    records = COMMITTED_RECORDS
     if not records.is_dir():
         pytest.skip("no committed results/records in this checkout")
     recorded = {path.stem for path in records.glob("*.json")}

@@ -13,6 +13,7 @@ from peft_arena.cell.runner import run_and_record, run_cell
 from peft_arena.cell.trackers import PROJECT, flat_config
 from peft_arena.config.spec import CellSpec
 from tests.support import faults, wandb_log
+from tests.support.specs import tiny_spec
 
 PER_PASS = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1", "epoch")
 TEST_METRICS = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1", "test_loss": "eval_loss"}
@@ -20,9 +21,8 @@ TEST_METRICS = {"test_accuracy": "accuracy", "test_macro_f1": "macro_f1", "test_
 
 def _spec(tiny_bert, synth_task, tracker: str) -> CellSpec:
     # Two validation passes: enough to see that every pass is logged, at its own step.
-    return CellSpec(model=str(tiny_bert), task="synth", strategy="lora",
-                    task_file=str(synth_task), max_train_samples=30, max_eval_samples=12,
-                    batch_size=8, max_length=32, epochs=2, tracker=tracker)
+    return tiny_spec(tiny_bert, synth_task, max_train_samples=30, max_eval_samples=12,
+                     batch_size=8, epochs=2, learning_rate=5e-5, tracker=tracker)
 
 
 def _expected_passes(record) -> list[tuple[int, dict[str, float]]]:
