@@ -1,4 +1,4 @@
-"""Presets, precedence of settings and the checks on them."""
+"""Presets, precedence of settings and the checks on them (an unknown setting gets a guess)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 
 from peft_arena import api
 from peft_arena.errors import UserError
-from peft_arena.matrix.plan import parse_value
+from peft_arena.matrix.plan import parse_value, unknown_setting_message
+from peft_arena.strategies import load_strategies
 
 
 def _one(**kwargs):
@@ -97,3 +98,24 @@ def test_names_cannot_escape_the_results_folder(tmp_path):
     task.write_text("name: ../../etc\ntrain_file: a.csv\ntest_file: b.csv\n")
     with pytest.raises(UserError, match="Bad name"):
         api.plan_cells(tasks=[str(task)], strategies=["lora"])
+
+
+# --- unknown settings -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sets, guess", [
+    (["rank=4"], "r"), (["lora.rank=4"], "r"), (["lr=1e-3"], "learning_rate"),
+    (["learning_rte=1e-3"], "learning_rate"), (["lora.alpha=8"], "lora_alpha"),
+])
+def test_unknown_setting_suggests_the_likely_one(sets, guess):
+    with pytest.raises(UserError, match=f"Did you mean '{guess}'") as info:
+        api.plan_cells(tasks=["imdb"], strategies=["lora"], sets=sets)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 400
+    assert "for lora: r, lora_alpha, lora_dropout, target_modules" in message
+    assert "megatron_config" not in message  # not every field of LoraConfig
+
+
+def test_unknown_setting_without_a_likely_one():
+    message = unknown_setting_message("bogus", "--set", [load_strategies().get("full")])
+    assert "Did you mean" not in message and "Common settings: learning_rate" in message
