@@ -83,7 +83,8 @@ def test_the_run_prints_a_note_once_however_many_cells_have_it(capsys):
     assert printed == ["4-bit weights ran on A", "4-bit weights ran on B"]
 
 
-def test_the_note_names_the_kernels_of_a_4bit_model_and_nothing_for_lora(tiny_bert):
+def test_the_note_names_the_kernels_of_a_4bit_model_and_nothing_for_lora(tiny_bert,
+                                                                         monkeypatch):
     import sys
 
     import torch
@@ -94,18 +95,22 @@ def test_the_note_names_the_kernels_of_a_4bit_model_and_nothing_for_lora(tiny_be
     from peft_arena.strategies import load_strategies
 
     spec = CellSpec(model=str(tiny_bert), task="synth", strategy="qlora")
-    notes = {}
+    models = {}
     for name in ("lora", "qlora"):
         strategy = load_strategies().get(name)(spec)
-        model = load_model(str(tiny_bert), KEYWORDS, on_gpu=False,
-                           **strategy.load_kwargs(torch.float32))
-        notes[name] = kernel_note(model, "cpu")
-    assert notes["lora"] is None
+        models[name] = load_model(str(tiny_bert), KEYWORDS, on_gpu=False,
+                                  **strategy.load_kwargs(torch.float32))
+    assert kernel_note(models["lora"], "cpu") is None
+    assert kernel_note(models["qlora"], "cuda") == "4-bit weights ran on bitsandbytes' CUDA kernels"
+    # Which CPU kernels bitsandbytes has depends on the CPU (the fused one needs AVX512-BF16)
+    # and on what is installed: each case is set here, so that every machine checks all three.
     cpu_ops = sys.modules["bitsandbytes.backends.cpu.ops"]
-    if getattr(cpu_ops, "gemm_4bit_forward_kernel", None) is not None:
-        assert notes["qlora"].endswith("with the fused one from " + FUSED)
-    elif hasattr(cpu_ops, "gemm_4bit_forward_kernel"):  # AVX512-BF16, no fused kernel at hand
-        assert notes["qlora"].startswith("4-bit weights ran on bitsandbytes' built-in CPU "
-                                         f"kernels: the optional fused kernel ({FUSED}) ")
-    else:
-        assert notes["qlora"] == "4-bit weights ran on bitsandbytes' built-in CPU kernels"
+    monkeypatch.setattr(cpu_ops, "gemm_4bit_forward_kernel", object(), raising=False)
+    assert kernel_note(models["qlora"], "cpu").endswith("with the fused one from " + FUSED)
+    monkeypatch.setattr(cpu_ops, "gemm_4bit_forward_kernel", None)  # AVX512-BF16, not fetched
+    assert kernel_note(models["qlora"], "cpu").startswith(
+        f"4-bit weights ran on bitsandbytes' built-in CPU kernels: the optional fused kernel "
+        f"({FUSED}) ")
+    monkeypatch.delattr(cpu_ops, "gemm_4bit_forward_kernel")  # no AVX512-BF16
+    assert kernel_note(models["qlora"], "cpu") == \
+        "4-bit weights ran on bitsandbytes' built-in CPU kernels"
