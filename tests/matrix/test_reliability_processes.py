@@ -40,6 +40,7 @@ pytestmark = [
     pytest.mark.slow,  # each test starts, kills and resumes cell processes: about a minute
 ]
 
+
 def _by_strategy(results: Path) -> dict[str, tuple[str, dict]]:
     """strategy -> (record file name, record), for a matrix of one task and seed."""
     return {json.loads(b)["spec"]["strategy"]: (name, json.loads(b))

@@ -64,9 +64,6 @@ def summary_row(summary: pd.DataFrame, task: str, strategy: str) -> pd.Series:
     return rows.iloc[0]
 
 
-
-
-
 def test_summary_mean_and_std_match_numpy(built: report.ReportResult) -> None:
     for (task, strategy), accuracies in ACCURACY.items():
         row = summary_row(built.summary, task, strategy)
