@@ -253,11 +253,11 @@ def test_yaml_learning_rate_written_1e_3_is_a_number():
 
 
 def test_the_readme_example_entry_trains(tiny_bert, monkeypatch):
-    readme = (REPO / "README.md").read_text()
-    example = re.search(r"## Strategies\n.*?```yaml\n(.*?)```", readme, re.S).group(1)
+    page = (REPO / "docs" / "strategies.md").read_text()
+    example = re.search(r"## Adding a method\n.*?```yaml\n(.*?)```", page, re.S).group(1)
     [(name, entry)] = yaml.safe_load(example).items()
     monkeypatch.setattr(registry.strategies, "_items", dict(registry.strategies._items))
-    registry.strategies.add(name, build_strategy(name, entry, "README.md"))
+    registry.strategies.add(name, build_strategy(name, entry, "docs/strategies.md"))
     model, _, before, after = _train(tiny_bert, name)
     assert after < before * 0.9
     spec = CellSpec(model=str(tiny_bert), task="synth", strategy=name)
