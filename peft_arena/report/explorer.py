@@ -147,7 +147,7 @@ def _board(summary: pd.DataFrame) -> list[dict[str, Any]]:
         rows.append({
             "task": str(row["task"]), "strategy": str(row["strategy"]),
             "model": None if pd.isna(row["model"]) else str(row["model"]),
-            **{key: row[column] if column in row else None for key, column in BOARD_COLUMNS},
+            **{key: row.get(column) for key, column in BOARD_COLUMNS},
         })
     return rows
 

@@ -176,7 +176,7 @@ def order_stability(rows: pd.DataFrame) -> Stability:
             taus.append(float(tau))
             sizes.append(len(both))
     if not taus:
-        return Stability(math.nan, 0, int(len(table)))
+        return Stability(math.nan, 0, len(table))
     return Stability(float(np.mean(taus)), len(taus), max(sizes))
 
 
