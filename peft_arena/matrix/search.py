@@ -162,7 +162,7 @@ def _outcome(record: dict[str, Any] | None) -> tuple[str, float | None, float | 
     """(state, validation accuracy, total seconds) of a trial's record."""
     if record is None:
         return "failed", None, None
-    total = (record.get("timing") or {}).get("total_s")
+    total = (record.get("time") or {}).get("total_s")
     accuracy = (record.get("metrics") or {}).get("accuracy")
     if record.get("status") == "ok" and accuracy is not None:
         return "complete", float(accuracy), total
@@ -300,3 +300,40 @@ def add_tuning_sections(result: SearchResult, results_dir: str | Path) -> int:
         write_record(path, record)
         written += 1
     return written
+
+
+# ---------------------------------------------------------------- a matrix with its search
+
+
+@dataclass
+class TunedMatrix:
+    defaults: Any  # MatrixResult of the cells at their default settings
+    search: SearchResult
+    tuned: Any  # MatrixResult of the best settings on the test split
+    trial_results: list[Any]  # MatrixResult of each round of trials
+
+
+def run_tuned_matrix(cells: list[CellSpec], results_dir: str | Path, trials: int, *,
+                     data_dir: str | Path | None = None, **matrix_options: Any) -> TunedMatrix:
+    """The matrix at its defaults, the equal-budget search, then the best settings on the
+    test split: one call for `peft-arena run --tune-trials N`. `matrix_options` go to every
+    run_matrix call (executor, on_event, trust_remote_code, ...)."""
+    from peft_arena.matrix.execute import run_matrix  # the search module stays importable
+                                                      # from a cell's process without it
+
+    results = Path(results_dir)
+    defaults = run_matrix(cells, results, data_dir, **matrix_options)
+    rounds: list[Any] = []
+
+    def run_round(trial_cells: list[CellSpec], env: dict[str, dict[str, str]],
+                  folder: Path) -> None:
+        rounds.append(run_matrix(trial_cells, folder, data_dir, cell_env=env,
+                                 **matrix_options))
+        if rounds[-1].interrupted:
+            raise KeyboardInterrupt
+
+    search = run_search(cells, results, trials, run_round=run_round)
+    tuned = run_matrix(search.tuned_cells, results, data_dir, **matrix_options) \
+        if search.tuned_cells else None
+    add_tuning_sections(search, results)
+    return TunedMatrix(defaults, search, tuned, rounds)

@@ -107,6 +107,6 @@ def test_the_leaderboard_opens_with_a_compact_table_and_folds_the_full_one() -> 
     first = [cell.strip() for cell in tables[2].strip("|").split("|")]
     assert first[0] == "m00" and first[2].startswith("1 (1–")
     assert "Kendall's τ" in compact
-    full_header = [line for line in rest.splitlines() if line.startswith("|")][0]
+    full_header = next(line for line in rest.splitlines() if line.startswith("|"))
     assert "vs best" in full_header and "macro F1" in full_header
     assert "</details>" in rest
