@@ -27,6 +27,7 @@ from peft_arena.report import (
     plane,
     ranks,
     stats,
+    tuning,
 )
 from peft_arena.report.markdown import DASH, number
 from peft_arena.report.results import (
@@ -489,7 +490,9 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
         for task, table in summary.groupby("task", sort=True)
     }
     ok = with_labels[with_labels["status"] == "ok"]
-    notes = {str(task): breakdown.leak_note(ok[ok["task"] == task], results.details)
+    searched = tuning.default_against_tuned(with_labels)
+    notes = {str(task): [*tuning.task_lines(str(task), searched),
+                         *breakdown.leak_note(ok[ok["task"] == task], results.details)]
              for task in summary["task"].unique()}
     on_hardware = {str(task): hardware.task_hardware_lines(str(task), with_labels)
                    for task in summary["task"].unique()}
