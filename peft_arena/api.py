@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.presets import DEFAULT_PRESET, available_presets, load_preset
 from peft_arena.config.spec import EARLY_STOPPING_METRICS, PRECISIONS, TRACKERS, CellSpec
 from peft_arena.config.tasks import builtin_tasks
@@ -141,6 +142,9 @@ class RunRequest:
     workers: int | None = None
     ray_address: str | None = None
     slurm: dict[str, Any] = field(default_factory=dict)
+    # The equal-budget search: every strategy's N trials on the validation split, then its
+    # best settings on the test split (matrix/search.py); None: the defaults only.
+    tune_trials: int | None = None
 
     def executor(self) -> ExecutorSettings:
         return executor_settings(self.matrix.preset, name=self.executor_name,
@@ -188,11 +192,22 @@ def run_request(request: RunRequest, *, on_event: Event | None = None,
     executor = request.executor()
     for name in {c.tracker for c in cells}:
         check_available(name)  # before on_start: a missing tracker says so before any output
+    if request.tune_trials is not None and request.tune_trials < 1:
+        raise UserError("--tune-trials must be >= 1 (the number of trials each strategy gets).")
     if on_start is not None:
         on_start(Planned(cells, executor, request.results_dir))
-    return run(cells, request.results_dir, request.data_dir, request.retry_failed, executor,
-               on_event=on_event, trust_remote_code=request.trust_remote_code,
-               max_trainable_params=request.max_trainable_params)
+    if request.tune_trials is None:
+        return run(cells, request.results_dir, request.data_dir, request.retry_failed,
+                   executor, on_event=on_event, trust_remote_code=request.trust_remote_code,
+                   max_trainable_params=request.max_trainable_params)
+    from peft_arena.matrix.search import run_tuned_matrix
+
+    tuned = run_tuned_matrix(
+        cells, request.results_dir, request.tune_trials, data_dir=request.data_dir,
+        retry_failed=request.retry_failed, executor=executor, on_event=on_event,
+        trust_remote_code=request.trust_remote_code,
+        max_trainable_params=parse_parameter_count(request.max_trainable_params))
+    return tuned.combined()
 
 
 def strategy_infos() -> list[dict[str, Any]]:

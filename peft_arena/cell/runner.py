@@ -277,7 +277,8 @@ def train_cell(spec: CellSpec, data_dir: str | Path | None = None, *,
 
 def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | None, *,
                    timer: PhaseTimer | None = None, run_id: str | None = None,
-                   trust_remote_code: bool = False, results_dir: Path | None = None) -> None:
+                   trust_remote_code: bool = False, results_dir: Path | None = None,
+                   on_evaluate: EvalCallback | None = None) -> None:
     """Run a cell and write its record, ok or failed; a failure is re-raised after recording.
 
     `run_id` names the matrix run in the record, so that two runs sharing a results folder
@@ -289,7 +290,7 @@ def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | Non
     try:
         record = run_cell(spec, data_dir, timer,
                           results_dir=results_dir or results_dir_of(record_file),
-                          trust_remote_code=trust_remote_code)
+                          trust_remote_code=trust_remote_code, on_evaluate=on_evaluate)
     except Exception as exc:  # any failure becomes a failed record; the matrix goes on
         trackers.end_failed(spec.tracker)
         write(record_file, builders.failed_record(

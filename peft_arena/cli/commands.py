@@ -108,12 +108,16 @@ def cli() -> None:
 @click.option("--slurm-account", help="slurm: account to charge.")
 @click.option("--slurm-cluster", hidden=True,
               help="submitit cluster: 'local' runs jobs as local processes (tests).")
+@click.option("--tune-trials", type=int, metavar="N",
+              help="Give every strategy the same N-trial search (learning rate and its main "
+              "knob) on the validation split, then run its best settings on the test split "
+              "beside its defaults (needs the tune extra).")
 def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_eval_samples,
         precision, data_dir, results_dir, sets, retry_failed, trust_remote_code,
         dry_run, eval_every, early_stopping_patience, early_stopping_metric,
         max_trainable_params, save_model, tracker, executor_name, workers, ray_address,
         slurm_partition, slurm_time, slurm_gpus, slurm_cpus, slurm_mem, slurm_account,
-        slurm_cluster) -> None:
+        slurm_cluster, tune_trials) -> None:
     """Run every task x strategy x seed cell that has no record yet.
 
     Exit status: 0 all cells recorded ok (or left to another run), 1 some cells failed,
@@ -134,7 +138,8 @@ def run(tasks, strategies, model, preset, seeds, epochs, max_train_samples, max_
         executor_name=executor_name, workers=workers, ray_address=ray_address,
         slurm={"partition": slurm_partition, "time_min": slurm_time,
                "gpus_per_cell": slurm_gpus, "cpus_per_cell": slurm_cpus, "mem_gb": slurm_mem,
-               "account": slurm_account, "cluster": slurm_cluster})
+               "account": slurm_account, "cluster": slurm_cluster},
+        tune_trials=tune_trials)
     if dry_run:
         planned = api.dry_run(request)
         show(plan_table(planned.cells, planned.counts),

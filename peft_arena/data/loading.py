@@ -183,11 +183,16 @@ def load_task_data(
 
 def load_cell_data(spec: CellSpec, data_dir: str | Path | None, *,
                    data_hygiene: bool = False) -> TaskData:
-    """The data a cell trains, validates and tests on, as its settings choose it."""
-    return load_task_data(
+    """The data a cell trains, validates and tests on, as its settings choose it. A search
+    trial (`evaluate_on: validation`) is tested on its validation split: the test split is
+    dropped as soon as it is read."""
+    data = load_task_data(
         resolve_task(spec.task_source), resolve_data_dir(data_dir),
         val_fraction=spec.val_fraction, max_train_samples=spec.max_train_samples,
         max_eval_samples=spec.max_eval_samples, seed=spec.data_seed,
         on_bad_rows=spec.on_bad_rows, drop_test_leaks=spec.drop_test_leaks,
         data_hygiene=data_hygiene,
     )
+    if spec.evaluate_on == "validation":
+        data.test = data.val
+    return data

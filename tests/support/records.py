@@ -146,9 +146,13 @@ def comparison_row(comparison: comparing.Comparison, task: str, strategy: str):
     return rows.loc[index]
 
 
-def markdown_row(markdown: str, task: str, strategy: str) -> dict[str, str]:
-    """The cells of one strategy's row in one task's table, keyed by column header."""
+def markdown_row(markdown: str, task: str, strategy: str,
+                 compact: bool = False) -> dict[str, str]:
+    """The cells of one strategy's row in one task's table (the full one, folded under the
+    compact one, unless `compact`), keyed by column header."""
     section = markdown.split(f"## {task}\n", 1)[1].split("\n## ", 1)[0]
+    compact_part, _, full_part = section.partition("<details>")
+    section = compact_part if compact or not full_part else full_part
     lines = [line for line in section.splitlines() if line.startswith("|")]
     headers = [cell.strip() for cell in lines[0].strip("|").split("|")]
     for line in lines[2:]:
