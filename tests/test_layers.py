@@ -187,3 +187,19 @@ def test_no_package_is_too_big_to_find_ones_way_in():
             wrong.append(f"{package.relative_to(PACKAGE.parent)}: {len(modules)} modules, "
                          f"{lines} lines (at most {MAX_MODULES} and {MAX_LINES})")
     assert not wrong, "\n".join(wrong)
+
+
+# The CLI parses, shows progress and prints; everything else it asks of the library API.
+CLI_MAY_IMPORT = {"peft_arena.api", "peft_arena.common.errors", "peft_arena.common.progress",
+                  "peft_arena.common.library_logs"}
+
+
+def test_the_cli_imports_only_the_api_and_the_shared_helpers():
+    wrong = [f"{name} imports {module}"
+             for name, path in MODULES.items() if name.startswith("peft_arena.cli")
+             for module in _imported_modules(path)
+             if module not in CLI_MAY_IMPORT and not module.startswith("peft_arena.cli")
+             and module != "peft_arena"]
+    assert not wrong, "\n".join(wrong)
+    assert any("peft_arena.api" in _imported_modules(path)
+               for name, path in MODULES.items() if name.startswith("peft_arena.cli"))

@@ -37,7 +37,9 @@ import torch
 from accelerate import Accelerator
 from torch.utils.data import DataLoader
 
-from peft_arena.cell.runner import CELL_KINDS, SPLITS, Built, Cell, Inputs, Setup, _val_metrics
+from peft_arena.cell import sections
+from peft_arena.cell.runner import CELL_KINDS, Cell
+from peft_arena.cell.setup import Setup
 from peft_arena.common import progress
 from peft_arena.common.atomic_file import write_json
 from peft_arena.config.paths import cache_root
@@ -72,10 +74,12 @@ from peft_arena.generation.scoring import (
 )
 from peft_arena.model.heads import load_config
 from peft_arena.model.loading import inference_attention, load_causal_lm, load_tokenizer
-from peft_arena.records.schema import Metrics, Resolved
+from peft_arena.records.schema import Metrics, Record, Resolved
 from peft_arena.train import distributed
-from peft_arena.train.loop import EvalResult, TaskHooks, optimizer_steps_per_epoch
-from peft_arena.train.memory_tools import base_dtype
+from peft_arena.train.build import Built, build_for_training
+from peft_arena.train.inputs import SPLITS, Inputs, evaluation_batches
+from peft_arena.train.loop import EvalResult, TaskHooks, TrainResult, optimizer_steps_per_epoch
+from peft_arena.train.memory_tools import BatchPlan
 
 # Rows decoded at once: a KV cache per row; more rows than this gained nothing on CPU.
 DECODE_BATCH = 64
@@ -152,12 +156,13 @@ class GenerativeCell(Cell):
                 splits["train"].lengths, spec.batch_size, spec.seed))}
             for name in ("val", "test"):
                 loaders[name] = self._loader(splits[name], pad_id, distributed.SizedBatches(
-                    self._evaluation_batches(splits[name].lengths), spec.eval_batch_size))
+                    evaluation_batches(spec, splits[name].lengths), spec.eval_batch_size))
             total_steps = max(1, int(np.ceil(optimizer_steps_per_epoch(
                 len(loaders["train"]), spec.gradient_accumulation_steps) * spec.epochs)))
         # Answers are decoded in the split's own order: the predictions need no reordering.
-        return Inputs(label_names, splits, [], tokenizer, loaders,
-                      [list(range(len(splits["test"])))], total_steps, pad_id, hygiene)
+        self._inputs = Inputs(label_names, splits, [], tokenizer, loaders,  # type: ignore[arg-type]
+                              [list(range(len(splits["test"])))], total_steps, pad_id, hygiene)
+        return self._inputs
 
     @staticmethod
     def _loader(split: Encoded, pad_id: int, batch_sampler: Any) -> DataLoader:
@@ -171,20 +176,23 @@ class GenerativeCell(Cell):
 
     # ------------------------------------------------------------------ model
 
-    def _load_model(self, setup: Setup, inputs: Inputs) -> torch.nn.Module:
-        strategy = setup.strategy
-        dtype = base_dtype(strategy.peft_config_class is not None, setup.precision.name)
-        model = load_causal_lm(self.spec.model, on_gpu=setup.on_gpu,
-                               trust_remote_code=self.trust_remote_code, dtype=dtype,
-                               pad_token_id=inputs.pad_id,
-                               **strategy.load_kwargs(setup.precision.compute_dtype))
-        if self.zero_shot is None:  # a retried build (a smaller batch) measured it already
-            with self.timer.phase("zero_shot"), progress.status("zero-shot answers"):
-                self.zero_shot = self._zero_shot(model, inputs, setup)
-        return model
+    def build_model(self, setup: Setup, inputs: Inputs, plan: BatchPlan | None = None) -> Built:
+        plan = plan or BatchPlan(self.spec.batch_size, self.spec.gradient_accumulation_steps)
 
-    def _zero_shot(self, model: torch.nn.Module, inputs: Inputs, setup: Setup
-                   ) -> dict[str, Any]:
+        def load(model: str, _label_names: list[str], **settings: Any) -> torch.nn.Module:
+            loaded = load_causal_lm(model, **settings)
+            if self.zero_shot is None:  # a retried build (a smaller batch) measured it already
+                with self.timer.phase("zero_shot"), progress.status("zero-shot answers"):
+                    self.zero_shot = self._zero_shot(loaded, inputs)
+            return loaded
+
+        with self.timer.phase("model"):
+            return build_for_training(
+                self.spec, setup.strategy, setup.accelerator, inputs, plan,
+                precision=setup.precision, trust_remote_code=self.trust_remote_code, load=load,
+                train_batches=lambda batch_size: self._train_loader(inputs, batch_size))
+
+    def _zero_shot(self, model: torch.nn.Module, inputs: Inputs) -> dict[str, Any]:
         """The untuned model's test scores, from the cache when this model, task, test set
         and frozen weights' dtype were measured before."""
         assert self.answers is not None
@@ -217,7 +225,7 @@ class GenerativeCell(Cell):
 
     # ------------------------------------------------------------------ train
 
-    def _hooks(self, setup: Setup, inputs: Inputs) -> TaskHooks:
+    def hooks(self, setup: Setup, inputs: Inputs) -> TaskHooks:
         def validate(model: torch.nn.Module, loader: DataLoader, accelerator: Accelerator
                      ) -> EvalResult:
             return self._evaluate(model, loader, accelerator, inputs, "val")
@@ -292,7 +300,9 @@ class GenerativeCell(Cell):
 
     # ------------------------------------------------------------------ test
 
-    def test(self, setup: Setup, inputs: Inputs, built: Built) -> EvalResult:
+    def test(self, setup: Setup, built: Built) -> EvalResult:
+        inputs = self._inputs
+        assert inputs is not None
         with self.timer.phase("eval"):
             tested = self._evaluate(built.model, built.loaders["test"], setup.accelerator,
                                     inputs, "test", timed=True)
@@ -301,22 +311,19 @@ class GenerativeCell(Cell):
 
     # ------------------------------------------------------------------ record sections
 
-    def _metrics(self, inputs: Inputs, trained: Any, tested: EvalResult) -> Metrics:
+    def metrics(self, inputs: Inputs, trained: TrainResult, tested: EvalResult) -> Metrics:
         generated = self.scoring.get("generated", {})
         if inputs.label_names:
-            metrics = super()._metrics(inputs, trained, tested)
+            metrics = super().metrics(inputs, trained, tested)
             metrics.pop("confidence", None)  # no softmax over labels: nothing to calibrate
             keys = ("accuracy", "macro_f1", "invalid_share")
             return {**metrics, "invalid_share": generated.get("invalid_share"),
                     "zero_shot": {key: (self.zero_shot or {}).get(key) for key in keys}}
         keys = ("accuracy", "exact_match", "chrf")
         return {"accuracy": tested.accuracy, "macro_f1": None, "eval_loss": tested.loss,
-                **_val_metrics(trained), "exact_match": generated.get("exact_match"),
+                **sections.val_metrics(trained), "exact_match": generated.get("exact_match"),
                 "chrf": generated.get("chrf"), "invalid_share": None,
                 "zero_shot": {key: (self.zero_shot or {}).get(key) for key in keys}}
-
-    def _resolved(self, setup: Setup, inputs: Inputs, built: Built) -> Resolved:
-        return {**super()._resolved(setup, inputs, built), "task_kind": "generation"}
 
     def generation_section(self, inputs: Inputs) -> dict[str, Any]:
         assert self.answers is not None
@@ -336,15 +343,12 @@ class GenerativeCell(Cell):
             "zero_shot": self.zero_shot,
         }
 
-    def run(self):
+    def run(self) -> Record:
         record = super().run()
         assert self._inputs is not None
-        return {**record, "generation": self.generation_section(self._inputs)}
-
-    def _up_to_training(self, setup: Setup, *, data_hygiene: bool = True):
-        inputs, built, trained = super()._up_to_training(setup, data_hygiene=data_hygiene)
-        self._inputs = inputs
-        return inputs, built, trained
+        resolved: Resolved = {**record["resolved"], "task_kind": "generation"}
+        return {**record, "resolved": resolved,
+                "generation": self.generation_section(self._inputs)}  # type: ignore[typeddict-item]
 
 
 CELL_KINDS["generation"] = GenerativeCell

@@ -8,7 +8,7 @@ bitsandbytes says the kernel failed to load. Neither changes a result: without t
 kernel bitsandbytes uses its own CPU kernels. So the two records are taken off the loggers
 here (installed by the package's `__init__`, before anything imports PEFT) and kept, and a
 cell that does load 4-bit weights says in one line of its own which kernel ran
-(`cell/four_bit.py`).
+(`model/four_bit.py`).
 """
 
 from __future__ import annotations

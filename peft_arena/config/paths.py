@@ -1,7 +1,7 @@
 """Where peft-arena keeps what it caches between runs: one root, chosen by the environment.
 
     $PEFT_ARENA_CACHE, else $XDG_CACHE_HOME/peft-arena, else ~/.cache/peft-arena
-        tokens/            tokenized splits (cell.batching)
+        tokens/            tokenized splits (data.batching)
         peak_flops.json    the machine's measured matmul peak (measure.flops)
 """
 

@@ -25,7 +25,10 @@ RUN_ONLY_KEYS = ("tracker", "save_model", "measure_retention")
 # Settings added after records existed: left out of the config hash while at their default,
 # so that a record made before a setting existed keeps its identity (and is not run again).
 HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks", "devices_per_cell",
-                   "gradient_checkpointing", "gradient_accumulation_steps")
+                   "gradient_checkpointing", "gradient_accumulation_steps", "evaluate_on")
+# What a cell's test step scores: the test split, or (a search trial) the validation split
+# carved from train, so that a search never sees the test split.
+EVALUATE_ON = ("test", "validation")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -84,6 +87,8 @@ class CellSpec:
     # Measure what the tuned model kept of the base (measure.retention) and the shape of its
     # weight update (measure.weight_update); false leaves both sections out of the record.
     measure_retention: bool = True
+    # "validation": the test step scores the validation split instead (search trials).
+    evaluate_on: str = "test"
 
     def __post_init__(self) -> None:
         # YAML and the command line give "200" or 200; one spelling keeps the hash stable.
@@ -120,6 +125,8 @@ class CellSpec:
              "devices_per_cell must be a whole number >= 1"),
             (isinstance(self.measure_retention, bool),
              "measure_retention must be true or false"),
+            (self.evaluate_on in EVALUATE_ON,
+             f"evaluate_on must be one of {', '.join(EVALUATE_ON)}"),
             (self.tracker is None or self.tracker in TRACKERS,
              f"tracker must be one of {', '.join(TRACKERS)}"),
         ]

@@ -1,4 +1,5 @@
-"""Load a task's train/test data (Hub or a local folder), check it, and split it.
+"""Load a task's train/test data (Hub or a local folder), check it (data/rows.py), and split it
+(data/splits.py).
 
 Local layout, for `--data-dir DIR` or the PEFT_ARENA_DATA_DIR environment variable:
 
@@ -18,16 +19,10 @@ whole for the final evaluation. Subsets are seeded and stratified by class.
 from __future__ import annotations
 
 import json
-import math
 import os
-import re
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from peft_arena.common import progress
 from peft_arena.common.errors import UserError
@@ -35,43 +30,17 @@ from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import TaskSpec, resolve_task
 from peft_arena.data import hygiene
 from peft_arena.data.files import find_split_file, read_table
+from peft_arena.data.rows import RawSplit, checked_split, label_names
+from peft_arena.data.splits import TaskData, split_task_data, subset
 
 DATA_DIR_ENV = "PEFT_ARENA_DATA_DIR"
 
 
-@dataclass
-class Split:
-    texts: list[str]
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.texts)
+def _local_file(path: Path) -> RawSplit:
+    return RawSplit(read_table(path), str(path), typed=path.suffix != ".csv")
 
 
-@dataclass
-class TaskData:
-    train: Split
-    val: Split
-    test: Split
-    label_names: list[str]
-    # The record's data-hygiene section (see data/hygiene.py), when asked for.
-    hygiene: dict[str, Any] | None = field(default=None, compare=False)
-
-
-@dataclass
-class _RawSplit:
-    """One split as read, before any check."""
-
-    frame: pd.DataFrame
-    where: str  # the file, or the Hub data set and split: what an error names
-    typed: bool  # False for CSV, whose numbers arrive as text
-
-
-def _local_file(path: Path) -> _RawSplit:
-    return _RawSplit(read_table(path), str(path), typed=path.suffix != ".csv")
-
-
-def _local_frames(task: TaskSpec, data_dir: Path | None) -> tuple[_RawSplit, _RawSplit,
+def _local_frames(task: TaskSpec, data_dir: Path | None) -> tuple[RawSplit, RawSplit,
                                                                    list[str] | None]:
     if task.is_local:
         assert task.train_file is not None and task.test_file is not None
@@ -132,7 +101,7 @@ def _hub_dataset(task: TaskSpec):
     ) from None
 
 
-def _hub_frames(task: TaskSpec) -> tuple[_RawSplit, _RawSplit, list[str] | None]:
+def _hub_frames(task: TaskSpec) -> tuple[RawSplit, RawSplit, list[str] | None]:
     assert task.hub is not None
     loaded = _hub_dataset(task)
     for split in (task.hub.train_split, task.hub.test_split):
@@ -143,220 +112,9 @@ def _hub_frames(task: TaskSpec) -> tuple[_RawSplit, _RawSplit, list[str] | None]
     train, test = loaded[task.hub.train_split], loaded[task.hub.test_split]
     feature = train.features.get(task.label_column)
     names = list(feature.names) if hasattr(feature, "names") else None
-    return (_RawSplit(train.to_pandas(), f"{task.hub.path} ({task.hub.train_split})", True),
-            _RawSplit(test.to_pandas(), f"{task.hub.path} ({task.hub.test_split})", True),
+    return (RawSplit(train.to_pandas(), f"{task.hub.path} ({task.hub.train_split})", True),
+            RawSplit(test.to_pandas(), f"{task.hub.path} ({task.hub.test_split})", True),
             names)
-
-
-# ---------------------------------------------------------------- checking and encoding
-
-# Why a row cannot be used, in the order a row is checked (a row counts under its first).
-BAD_ROW_REASONS = {
-    "empty_text": "empty or whitespace-only text",
-    "missing_label": "no label",
-    "float_label": "a float label where integer ids are expected",
-    "label_out_of_range": "a label id outside the label names",
-    "unknown_label": "a label that is not among the task's label names",
-}
-ROWS_SHOWN = 5  # row numbers an error lists per reason
-_INTEGER = re.compile(r"[+-]?\d+")
-
-
-def _is_missing(value: Any) -> bool:
-    if value is None or value is pd.NA:
-        return True
-    if isinstance(value, float):  # numpy floats too
-        return math.isnan(value)
-    return isinstance(value, str) and not value.strip()
-
-
-def _number(value: Any, typed: bool) -> int | float | None:
-    """A label as a number (an int id, or a float: a bad row), or None for a label name."""
-    if isinstance(value, (bool, np.bool_)):
-        return None
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value)
-    if not typed and isinstance(value, str):
-        # CSV has no types: read numbers the way pandas would have inferred the column.
-        text = value.strip()
-        if _INTEGER.fullmatch(text):
-            return int(text)
-        try:
-            number = float(text)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
-
-
-def _parse_labels(values: list[Any], typed: bool) -> tuple[list[bool], list[Any] | None]:
-    """(missing per row, the labels as numbers, or None when the split's labels are names).
-
-    A split's labels are ids when every present label is a number, names otherwise.
-    """
-    missing = [_is_missing(v) for v in values]
-    numbers = [None if gone else _number(v, typed) for v, gone in zip(values, missing,
-                                                                     strict=True)]
-    present = [n for n, gone in zip(numbers, missing, strict=True) if not gone]
-    is_ids = bool(present) and all(n is not None for n in present)
-    return missing, numbers if is_ids else None
-
-
-def _label_ids(values: list[Any], typed: bool, names: list[str]
-               ) -> tuple[np.ndarray, list[str | None]]:
-    """(label id per row, -1 where unusable; the reason a row is unusable, or None)."""
-    missing, numbers = _parse_labels(values, typed)
-    index = {name: i for i, name in enumerate(names)}
-    ids = np.full(len(values), -1, dtype=np.int64)
-    reasons: list[str | None] = [None] * len(values)
-    for i, value in enumerate(values):
-        if missing[i]:
-            reasons[i] = "missing_label"
-        elif numbers is not None:
-            number = numbers[i]
-            if isinstance(number, float):
-                reasons[i] = "float_label"
-            elif 0 <= number < len(names):
-                ids[i] = number
-            else:
-                reasons[i] = "label_out_of_range"
-        elif (found := index.get(str(value))) is not None:
-            ids[i] = found
-        else:
-            reasons[i] = "unknown_label"
-    return ids, reasons
-
-
-def _bad_rows_message(raw: _RawSplit, column: str, reasons: list[str | None],
-                      n_labels: int) -> str:
-    rows: dict[str, list[int]] = {reason: [] for reason in BAD_ROW_REASONS}
-    for i, reason in enumerate(reasons):
-        if reason is not None:
-            rows[reason].append(i)
-    parts = []
-    for reason, found in rows.items():
-        if not found:
-            continue
-        what = BAD_ROW_REASONS[reason]
-        if reason == "label_out_of_range":
-            what = f"a label id outside 0..{n_labels - 1}"
-        if reason != "empty_text" and reason != "missing_label":
-            what += f", e.g. {raw.frame[column].iloc[found[0]]!r}"
-        numbers = ", ".join(str(i + 1) for i in found[:ROWS_SHOWN])
-        more = ", ..." if len(found) > ROWS_SHOWN else ""
-        parts.append(f"{what} in {_rows(len(found))} ({numbers}{more})")
-    total = sum(map(len, rows.values()))
-    return (f"{raw.where}: {_rows(total)} cannot be used: {'; '.join(parts)}. Fix them, or "
-            f"drop them with `on_bad_rows: drop` in the task file (or --set on_bad_rows=drop).")
-
-
-def _rows(n: int) -> str:
-    return f"{n} row{'s' if n != 1 else ''}"
-
-
-def _checked_split(raw: _RawSplit, task: TaskSpec, names: list[str], on_bad_rows: str
-                   ) -> tuple[Split, dict[str, int]]:
-    """The split's usable rows, and how many rows were dropped for each reason."""
-    frame = raw.frame
-    for column in (task.text_column, task.label_column):
-        if column not in frame.columns:
-            raise UserError(
-                f"{raw.where}: no column {column!r} (found: "
-                f"{', '.join(map(str, frame.columns))}); set text_column/label_column in the "
-                f"task file."
-            )
-    texts = frame[task.text_column].tolist()
-    ids, reasons = _label_ids(frame[task.label_column].tolist(), raw.typed, names)
-    for i, text in enumerate(texts):
-        if _is_missing(text):
-            reasons[i] = "empty_text"  # checked first: it outranks a label problem
-    bad = [reason for reason in reasons if reason is not None]
-    if not bad:
-        return Split([str(t) for t in texts], ids), {}
-    if on_bad_rows != "drop":
-        raise UserError(_bad_rows_message(raw, task.label_column, reasons, len(names)))
-    keep = [i for i, reason in enumerate(reasons) if reason is None]
-    if not keep:
-        raise UserError(f"{raw.where}: none of its {len(texts)} rows can be used; fix the file.")
-    dropped = {reason: bad.count(reason) for reason in BAD_ROW_REASONS if reason in bad}
-    return Split([str(texts[i]) for i in keep], ids[keep]), dropped
-
-
-def _label_names(task: TaskSpec, train: _RawSplit, found: list[str] | None) -> list[str]:
-    if task.labels:
-        return list(task.labels)
-    if found:
-        return found
-    if task.label_column not in train.frame.columns:
-        return []  # _checked_split reports the missing column
-    values = train.frame[task.label_column].tolist()
-    missing, numbers = _parse_labels(values, train.typed)
-    if numbers is not None:
-        ids = [n for n in numbers if isinstance(n, int)]  # floats are bad rows
-        return [str(i) for i in range(max(ids) + 1)] if ids else []
-    return sorted({str(v) for v, gone in zip(values, missing, strict=True) if not gone})
-
-
-# ---------------------------------------------------------------- subsets and splits
-
-
-def _stratified_take(split: Split, n: int, seed: int) -> tuple[Split, Split]:
-    """(taken, rest): n examples drawn with class proportions kept where possible."""
-    if n >= len(split):
-        return split, Split([], split.labels[:0])
-    index = np.arange(len(split))
-    try:
-        taken, rest = train_test_split(index, train_size=n, random_state=seed,
-                                       stratify=split.labels)
-    except ValueError:  # a class too small to stratify, or n below the class count
-        taken, rest = train_test_split(index, train_size=n, random_state=seed, shuffle=True)
-    return _subset(split, taken), _subset(split, rest)
-
-
-def _subset(split: Split, index: np.ndarray) -> Split:
-    return Split([split.texts[i] for i in index], split.labels[index])
-
-
-def _check_classes(train: Split, names: list[str], origin: str) -> None:
-    missing = sorted(set(range(len(names))) - set(np.unique(train.labels).tolist()))
-    if missing:
-        raise UserError(
-            f"{origin}: class {names[missing[0]]!r} has no training example"
-            f"{' (after subsetting)' if len(missing) < len(names) else ''}; "
-            f"add examples or raise --max-train-samples."
-        )
-
-
-def split_task_data(
-    train: Split,
-    test: Split,
-    label_names: list[str],
-    *,
-    val_fraction: float,
-    max_train_samples: int | None,
-    max_eval_samples: int | None,
-    seed: int,
-    origin: str,
-) -> TaskData:
-    """Carve validation from train and take seeded, stratified subsets."""
-    pool_size = len(train)
-    if max_train_samples is not None:
-        pool_size = min(pool_size, math.ceil(max_train_samples / (1 - val_fraction)))
-    pool, _ = _stratified_take(train, pool_size, seed)
-    val_size = max(1, round(val_fraction * len(pool)))
-    if max_train_samples is not None:
-        # Rounding must not leave one example more than asked for in train.
-        val_size = max(val_size, len(pool) - max_train_samples)
-    val, rest = _stratified_take(pool, val_size, seed + 1)
-    if len(rest) < 2:
-        raise UserError(f"{origin}: too few training examples ({len(train)}); add data.")
-    if max_eval_samples is not None:
-        val, _ = _stratified_take(val, max_eval_samples, seed + 2)
-        test, _ = _stratified_take(test, max_eval_samples, seed + 3)
-    _check_classes(rest, label_names, origin)
-    return TaskData(train=rest, val=val, test=test, label_names=label_names)
 
 
 def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
@@ -392,9 +150,9 @@ def load_task_data(
     else:
         raw_train, raw_test, found = _hub_frames(task)
         origin = task.hub.path if task.hub else task.name
-    names = _label_names(task, raw_train, found)
-    train, train_dropped = _checked_split(raw_train, task, names, on_bad_rows)
-    test, test_dropped = _checked_split(raw_test, task, names, on_bad_rows)
+    names = label_names(task, raw_train, found)
+    train, train_dropped = checked_split(raw_train, task, names, on_bad_rows)
+    test, test_dropped = checked_split(raw_test, task, names, on_bad_rows)
     full_texts = {"train": train.texts, "test": test.texts}  # before dropping leaked rows
     if drop_test_leaks:
         leaked = hygiene.found_in(test.texts, train.texts)
@@ -402,7 +160,7 @@ def load_task_data(
             raise UserError(f"{raw_test.where}: every test row also appears in train; "
                             f"drop_test_leaks would leave no test split.")
         if leaked.any():
-            test = _subset(test, np.flatnonzero(~leaked))
+            test = subset(test, np.flatnonzero(~leaked))
             test_dropped[hygiene.LEAKED] = int(leaked.sum())
     data = split_task_data(
         train, test, names,
@@ -425,11 +183,16 @@ def load_task_data(
 
 def load_cell_data(spec: CellSpec, data_dir: str | Path | None, *,
                    data_hygiene: bool = False) -> TaskData:
-    """The data a cell trains, validates and tests on, as its settings choose it."""
-    return load_task_data(
+    """The data a cell trains, validates and tests on, as its settings choose it. A search
+    trial (`evaluate_on: validation`) is tested on its validation split: the test split is
+    dropped as soon as it is read."""
+    data = load_task_data(
         resolve_task(spec.task_source), resolve_data_dir(data_dir),
         val_fraction=spec.val_fraction, max_train_samples=spec.max_train_samples,
         max_eval_samples=spec.max_eval_samples, seed=spec.data_seed,
         on_bad_rows=spec.on_bad_rows, drop_test_leaks=spec.drop_test_leaks,
         data_hygiene=data_hygiene,
     )
+    if spec.evaluate_on == "validation":
+        data.test = data.val
+    return data

@@ -1,5 +1,5 @@
 """The probe set of the retention figures: general texts, their source task and label.
-cell.probe_texts draws it; measure.retention reads it."""
+data.probe_texts draws it; measure.retention reads it."""
 
 from __future__ import annotations
 

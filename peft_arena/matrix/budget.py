@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task
 from peft_arena.data.loading import load_cell_data
@@ -103,3 +104,24 @@ def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
         if spec.config_hash() not in estimates:
             estimates[spec.config_hash()] = estimate_cell_memory(spec, labels.of(spec))
     return [estimates[spec.config_hash()] for spec in cells]
+
+
+_COUNT_SUFFIXES = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+
+
+def parse_parameter_count(value: str | int | None, option: str = "--max-trainable-params"
+                          ) -> int | None:
+    """'1M', '500K', '1.5M' or '1000000' as a whole number of parameters; `option` names the
+    setting in the error."""
+    if value is None:
+        return None
+    text = str(value).strip().upper().replace(",", "").replace("_", "")
+    scale = _COUNT_SUFFIXES.get(text[-1:], 1)
+    number = text[:-1] if text[-1:] in _COUNT_SUFFIXES else text
+    try:
+        count = round(float(number) * scale)
+    except (ValueError, OverflowError):  # not a number, or 'inf'
+        count = 0
+    if count < 1:
+        raise UserError(f"{option} {value!r}: give a positive count, e.g. 1M, 500K or 1000000.")
+    return count

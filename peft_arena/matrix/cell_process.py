@@ -63,9 +63,11 @@ def main(argv: list[str]) -> int:
         # Loaded here, not at the top: torch takes seconds to import, and Ctrl-C during the
         # import must end the cell as quietly as Ctrl-C during training.
         from peft_arena.cell.runner import run_and_record
+        from peft_arena.matrix.search import trial_reporter_from_env
 
         run_and_record(spec, args.record_file, args.data_dir or None, run_id=args.run_id,
-                       trust_remote_code=args.trust_remote_code, results_dir=args.results_dir)
+                       trust_remote_code=args.trust_remote_code, results_dir=args.results_dir,
+                       on_evaluate=trial_reporter_from_env())
     except KeyboardInterrupt:
         return 130  # the matrix process reports what finished and how to resume
     except UserError as exc:

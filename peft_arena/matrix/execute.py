@@ -17,6 +17,7 @@ What survives what:
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
 import os
 import secrets
@@ -28,6 +29,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
@@ -87,6 +89,7 @@ class MatrixResult:
     planned: int = 0  # distinct cells asked for
     # Recorded cells skipped although their record was made on another machine than this.
     other_hardware: dict[str, int] = field(default_factory=dict)  # machine -> cells
+    search: Any = None  # with --tune-trials: the equal-budget search (matrix.search)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -261,6 +264,8 @@ class _Driver:
     retry_failed: bool
     run_id: str
     trust_remote_code: bool
+    # Extra environment of a cell's process by cell id (a search trial names its study).
+    cell_env: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def start(self, spec: CellSpec) -> CellOutcome | _Running:
         """The cell's outcome when it is not run (recorded, or busy in another run); else
@@ -282,6 +287,8 @@ class _Driver:
             spec.to_dict(), spec.cell_id, self.run_id, data_dir,
             str(self.results.resolve()), self.trust_remote_code,
             processes=spec.devices_per_cell or 1))
+        if extra := self.cell_env.get(spec.cell_id):
+            job = dataclasses.replace(job, env={**job.env, **extra})
         try:
             if hasattr(self.executor, "hold_lock"):
                 self.executor.hold_lock(spec.cell_id, lock_fd)
@@ -370,7 +377,8 @@ def _recorded_elsewhere(cells: list[CellSpec], results: Path) -> dict[str, int]:
 def run_matrix(cells: list[CellSpec], results_dir: str | Path, data_dir: str | Path | None = None,
                *, retry_failed: bool = False, on_event: Event | None = None,
                trust_remote_code: bool = False, max_trainable_params: int | None = None,
-               executor: ExecutorSettings | None = None) -> MatrixResult:
+               executor: ExecutorSettings | None = None,
+               cell_env: dict[str, dict[str, str]] | None = None) -> MatrixResult:
     """Run every cell that has no record (or a failed one, with `retry_failed`).
 
     `executor` says where cells run (default: one at a time, locally). Cells with more than
@@ -379,6 +387,7 @@ def run_matrix(cells: list[CellSpec], results_dir: str | Path, data_dir: str | P
     skipped like any recorded cell (a folder a cluster filled mixes machines by design);
     `other_hardware` counts them, so that the caller can point to a folder of one's own.
     Ctrl-C ends the run early with `interrupted` set; the cells it finished are kept.
+    `cell_env`: extra environment variables for the process of the cells it names.
     """
     cells = _distinct(cells)
     if not cells:
@@ -395,7 +404,8 @@ def run_matrix(cells: list[CellSpec], results_dir: str | Path, data_dir: str | P
     if settings.name == "local":
         result.other_hardware = _recorded_elsewhere(cells, results)
     sweep_temp_files(results)
-    driver = _Driver(runner, results, folder, retry_failed, result.run_id, trust_remote_code)
+    driver = _Driver(runner, results, folder, retry_failed, result.run_id, trust_remote_code,
+                     cell_env or {})
     pending = deque(enumerate(cells, start=1))
     running: dict[int, _Running] = {}
 

@@ -28,7 +28,7 @@ _ALIASES = {
     "warmup": "warmup_ratio", "max_len": "max_length", "seq_len": "max_length",
     "max_seq_length": "max_length", "target": "target_modules", "targets": "target_modules",
 }
-# The training settings an unknown-key error lists; the rest are in the README.
+# The training settings an unknown-key error lists; the rest are in docs/settings.md.
 COMMON_TRAIN_KEYS = ("learning_rate", "epochs", "batch_size", "max_length",
                      "max_train_samples", "max_eval_samples")
 
@@ -78,7 +78,7 @@ def unknown_setting_message(key: str, origin: str, strategies: list[type[Strateg
                f"{s.peft_config_class.__name__} field"
                for s in strategies if s.peft_config_class is not None]
     return (f"Unknown setting {key!r} in {origin}.{hint} {'; '.join(groups)} "
-            f"(every setting: README, 'Settings and precedence').")
+            f"(every setting: docs/settings.md).")
 
 
 def _split_settings(strategy: type[Strategy], settings: dict[str, Any], origin: str

@@ -166,7 +166,7 @@ def probe_linear_calls(model: torch.nn.Module) -> tuple[list[LinearCall], set[in
             weights=parameter_numel(module.weight), trains=module.weight.requires_grad,
             input_needs_grad=x.requires_grad,
             # A 3-D input of one position in a PROBE_LENGTH pass: a layer that computes the
-            # first token only (cell/first_token.py), i.e. once per sequence.
+            # first token only (model/first_token.py), i.e. once per sequence.
             per_token=x.dim() >= 3 and x.shape[-2] > 1))
 
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -435,7 +435,7 @@ def compute_report(model: torch.nn.Module, *, train_tokens: int, sum_squared_len
     datasheet = datasheet_flops(_device_name(device), dtype) if device.type == "cuda" else None
     return {
         "train_flops": train_flops,
-        # cell/first_token.py: the work the cell did, not the unpruned model's
+        # model/first_token.py: the work the cell did, not the unpruned model's
         "first_token_last_layer": shape.attention_layers < shape.layers,
         "train_flops_per_s": achieved,
         "peak_flops_per_s": peak.flops_per_s,

@@ -1,4 +1,4 @@
-"""What the tuned model kept of the base model, measured on the probe set (cell.probe_texts).
+"""What the tuned model kept of the base model, measured on the probe set (data.probe_texts).
 
 Three figures, each against the same figure of the untouched base model:
 

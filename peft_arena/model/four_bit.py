@@ -1,4 +1,6 @@
-"""Which kernels a cell's 4-bit weights ran on, in words for the record and the terminal.
+"""Everything the package knows of 4-bit NF4 weights (QLoRA): how they are loaded, how
+much memory they take, the training layout bitsandbytes must keep, and which kernels they ran
+on, in words for the record and the terminal.
 
 bitsandbytes' import-time warnings about its optional fused CPU kernel are kept off the
 terminal (see `peft_arena/common/library_logs.py`); a cell that loads 4-bit weights records this
@@ -10,6 +12,7 @@ from __future__ import annotations
 import sys
 
 import torch
+from transformers import BitsAndBytesConfig
 
 from peft_arena.common import library_logs
 
@@ -22,8 +25,39 @@ _REASONS = (
 )
 
 
+def nf4_config(compute_dtype: torch.dtype) -> BitsAndBytesConfig:
+    """How a QLoRA cell loads its base: linear weights in NF4 with double quantization,
+    computing in the cell's precision."""
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=compute_dtype,
+    )
+
+
+def nf4_bytes_per_value(double_quant: bool) -> float:
+    """Packed NF4 (two values a byte) plus one scale per block of 64 values: an 8-bit scale
+    with one fp32 scale per 256 blocks over it with double quantization, an fp32 one without."""
+    return 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
+
+
+def keep_training_layout(model: torch.nn.Module) -> None:
+    """bitsandbytes repacks 4-bit weights for its CPU inference kernel the first time a module
+    runs in eval mode and never unpacks them: training after the first validation then fails,
+    and layers narrower than its block size fail outright. Keep the training layout
+    throughout (evaluation then gives the outputs training saw)."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+def is_four_bit(param: torch.Tensor) -> bool:
+    return param.__class__.__name__ == "Params4bit"
+
+
 def has_four_bit_weights(model: torch.nn.Module) -> bool:
-    return any(p.__class__.__name__ == "Params4bit" for p in model.parameters())
+    return any(is_four_bit(p) for p in model.parameters())
 
 
 def _why_not_fused() -> str:

@@ -7,7 +7,7 @@ away: its queries, attention rows, output projection and gated MLP, forward and 
 Here the last layer computes the input norm, keys and values for all positions (the read
 position attends to every real token up to it, causally) and the rest for the read position
 only; the final norm then normalises that one row. The logits and the gradients are the same
-as the unpruned model's up to float rounding (tests/test_last_token.py, with padding, under
+as the unpruned model's up to float rounding (tests/model/test_last_token.py, with padding, under
 full fine-tuning, LoRA and IA3). On SmolLM2-135M (30 layers) that is about 3% of a step's
 FLOPs; `FlopModel` counts the pruned calls per sequence.
 

@@ -145,7 +145,7 @@ def inference_attention(model: torch.nn.Module) -> Iterator[None]:
 def every_position(model: torch.nn.Module) -> Iterator[None]:
     """The last layer computing every position again inside the block.
 
-    The first- and last-token pruning (cell.first_token, cell.last_token) computes the last
+    The first- and last-token pruning (model.first_token, model.last_token) computes the last
     layer only where the classification head reads it; every other position of the last
     hidden states then holds no real value. A reader of all positions (retention's language
     model head, which scores every next token) needs the layer whole."""

@@ -267,7 +267,7 @@ class SplitHygiene(TypedDict, total=False):
 
 
 class DataHygiene(TypedDict, total=False):
-    """cell.hygiene: what data the cell saw. Texts are the same when equal after collapsing
+    """data.hygiene: what data the cell saw. Texts are the same when equal after collapsing
     whitespace. Absent in records made before it existed."""
 
     text_match: str
@@ -308,7 +308,7 @@ class RetentionLM(TypedDict, total=False):
 
 class Retention(TypedDict, total=False):
     """measure.retention: what the tuned model kept of the base model on general probe texts
-    (cell.probe_texts). Absent when measure_retention is false and in older records."""
+    (data.probe_texts). Absent when measure_retention is false and in older records."""
 
     measured: bool  # False: `reason` says why (no probe texts could be read, ...)
     reason: str
@@ -357,7 +357,7 @@ class Environment(TypedDict, total=False):
 
 class Execution(TypedDict, total=False):
     """How and where the cell ran (records made before executors lack it). The cell writes the
-    first group (cell.distributed), the matrix adds the second when it writes the record."""
+    first group (train.distributed), the matrix adds the second when it writes the record."""
 
     processes: int  # ranks of a cell over several devices (devices_per_cell); 1 otherwise
     distributed_type: str  # Accelerate's: NO, MULTI_CPU, MULTI_GPU

@@ -25,7 +25,9 @@ from peft_arena.report import (
     html_page,
     markdown,
     plane,
+    ranks,
     stats,
+    tuning,
 )
 from peft_arena.report.markdown import DASH, number
 from peft_arena.report.results import (
@@ -254,15 +256,34 @@ def _failed_text(row: pd.Series) -> str:
     return f"failed ({error})"
 
 
-def _markdown_table(table: pd.DataFrame, columns: list[_Column]) -> str:
+# The compact table a pull request can hold with fifty methods: at most ten columns.
+COMPACT_HEADERS = ("accuracy", "trainable params", "peak MiB", "train s", "CKA")
+
+
+def _compact_columns(columns: list[_Column]) -> list[_Column]:
+    return [c for c in columns if c.header in COMPACT_HEADERS]
+
+
+def _has_ranks(table: pd.DataFrame) -> bool:
+    return "rank" in table and table["rank"].notna().any()
+
+
+def _markdown_table(table: pd.DataFrame, columns: list[_Column], compact: bool = False) -> str:
+    """A task's table: every shown column, or (compact) accuracy, the rank with its interval
+    and tier, and the main costs."""
     table = sort_summary(table)
     headers, cells = ["strategy", "kind"], []
     for column in columns:
         headers.append(column.header)
         cells.append(_column_cells(table, column))
-        if column.header == _VS_BEST_AFTER:
+        if column.header == _VS_BEST_AFTER and not compact:
             headers.append("vs best")
             cells.append([vs_best_text(row) for _, row in table.iterrows()])
+        if column.header == "accuracy" and compact and _has_ranks(table):
+            headers += ["rank (95%)", "tier"]
+            cells.append([ranks.rank_text(row) for _, row in table.iterrows()])
+            cells.append([DASH if pd.isna(row.get("tier")) else str(int(row["tier"]))
+                          for _, row in table.iterrows()])
     headers.append("seeds")
     rows = []
     for i, (_, row) in enumerate(table.iterrows()):
@@ -280,6 +301,8 @@ def _columns_list(columns: list[_Column]) -> list[str]:
         lines.append(f"- **{column.header}**: {column.meaning}")
         if column.header == _VS_BEST_AFTER:
             lines.append(f"- **vs best**: {stats.EXPLANATION.removeprefix('vs best: ')}")
+    lines.append(f"- **rank (95%)** and **tier** (compact tables): "
+                 f"{ranks.EXPLANATION.removeprefix('rank: ')}")
     lines.append("- **seeds**: successful seeds (failed ones noted with their error).")
     return [*lines, ""]
 
@@ -317,6 +340,7 @@ def leaderboard_markdown(
     notes: dict[str, list[str]] | None = None,
     hardware_lines: dict[str, list[str]] | None = None,
     mixed_hardware: bool = False,
+    stability: dict[str, ranks.Stability] | None = None,
 ) -> str:
     """A markdown leaderboard: one table per task, what the columns mean, the charts, then
     per-task detail.
@@ -328,14 +352,23 @@ def leaderboard_markdown(
     lines shown under a task's table (breakdown.leak_note).
     hardware_lines: markdown per task on records from other hardware (hardware.py).
     mixed_hardware: the records come from more than one kind of hardware (say how costs are
-    kept apart).
+    kept apart). stability: per task, how stable the order is across seeds (ranks.py).
+
+    Each task opens with a compact table (at most ten columns, with the rank intervals when
+    the summary has them: with_ranks), the full table folded below it.
     """
     columns = _shown_columns(summary)
     parts = ["# peft-arena leaderboard", "", provenance_line, "", LEGEND, ""]
     if mixed_hardware:
         parts += [hardware.NOTE, ""]
     for task, table in summary.groupby("task", sort=True):
-        parts += [f"## {markdown.escape(task)}", "", _markdown_table(table, columns), "",
+        parts += [f"## {markdown.escape(task)}", "",
+                  _markdown_table(table, _compact_columns(columns), compact=True), ""]
+        if stability is not None and str(task) in stability:
+            parts += [stability[str(task)].text(), ""]
+        # GitHub renders a markdown table inside <details> only after a blank line.
+        parts += ["<details><summary>All columns</summary>", "",
+                  _markdown_table(table, columns), "", "</details>", "",
                   *(notes or {}).get(str(task), [])]
         parts += (hardware_lines or {}).get(str(task), [])
     parts += _columns_list(columns)
@@ -425,6 +458,14 @@ def with_significance(summary: pd.DataFrame, frame: pd.DataFrame,
     return sort_summary(merged)
 
 
+def with_ranks(summary: pd.DataFrame, frame: pd.DataFrame,
+               details: dict[str, CellDetail]) -> pd.DataFrame:
+    """The summary with each row's rank, its 95% interval and its tier (see ranks.py)."""
+    found = ranks.rank_intervals(labelled(frame), details)
+    summary = summary.drop(columns=[c for c in ranks.RANK_COLUMNS[2:] if c in summary])
+    return sort_summary(summary.merge(found, how="left", on=["task", "strategy"]))
+
+
 def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool = False,
                  chart_links: bool = True) -> ReportResult:
     """Write leaderboard.md, report.html, results.csv, summary.csv and charts/*.png (and
@@ -441,6 +482,7 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
             f"No records in {results_dir}: run `peft-arena run` first or pass --results."
         )
     summary = with_significance(summarise(frame), frame, results.details)
+    summary = with_ranks(summary, frame, results.details)
     provenance = provenance_line(frame)
     out_dir.mkdir(parents=True, exist_ok=True)
     with_labels = labelled(frame)
@@ -455,18 +497,23 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
         for task, table in summary.groupby("task", sort=True)
     }
     ok = with_labels[with_labels["status"] == "ok"]
-    notes = {str(task): breakdown.leak_note(ok[ok["task"] == task], results.details)
+    searched = tuning.default_against_tuned(with_labels)
+    notes = {str(task): [*tuning.task_lines(str(task), searched),
+                         *breakdown.leak_note(ok[ok["task"] == task], results.details)]
              for task in summary["task"].unique()}
     on_hardware = {str(task): hardware.task_hardware_lines(str(task), with_labels)
                    for task in summary["task"].unique()}
     mixed = hardware.is_mixed(frame)
+    stability = ranks.stability_by_task(with_labels)
     markdown = leaderboard_markdown(summary, provenance, chart_paths if chart_links else [],
                                     details=details, base=out_dir, notes=notes,
-                                    hardware_lines=on_hardware, mixed_hardware=mixed)
+                                    hardware_lines=on_hardware, mixed_hardware=mixed,
+                                    stability=stability)
     (out_dir / "leaderboard.md").write_text(markdown, encoding="utf-8")
     with_images = leaderboard_markdown(summary, provenance, chart_paths, details=details,
                                        base=out_dir, images=True, notes=notes,
-                                       hardware_lines=on_hardware, mixed_hardware=mixed)
+                                       hardware_lines=on_hardware, mixed_hardware=mixed,
+                                       stability=stability)
     page = html_page.render_page(with_images, out_dir, title="peft-arena leaderboard",
                                  explorer=explorer.explorer_html(explorer.build_payload(
                                      with_labels, summary, results.details,

@@ -133,6 +133,25 @@ def _group_stats(summary: pd.DataFrame) -> dict[tuple[str, str, str], dict[str, 
         for _, row in summary.iterrows()}
 
 
+# The leaderboard's compact columns (report/build.py), one row per strategy of a task:
+# (payload key, summary column). The page filters them as it filters the cells.
+BOARD_COLUMNS = (("accuracy", "accuracy_mean"), ("accuracy_std", "accuracy_std"),
+                 ("rank", "rank"), ("rank_low", "rank_low"), ("rank_high", "rank_high"),
+                 ("tier", "tier"), ("trainable", "trainable"), ("peak_mb", "peak_mb_mean"),
+                 ("train_s", "train_s_mean"), ("cka", "cka_mean"), ("n_seeds", "n_seeds"))
+
+
+def _board(summary: pd.DataFrame) -> list[dict[str, Any]]:
+    rows = []
+    for _, row in summary.iterrows():
+        rows.append({
+            "task": str(row["task"]), "strategy": str(row["strategy"]),
+            "model": None if pd.isna(row["model"]) else str(row["model"]),
+            **{key: row.get(column) for key, column in BOARD_COLUMNS},
+        })
+    return rows
+
+
 def build_payload(frame: pd.DataFrame, summary: pd.DataFrame, details: dict[str, CellDetail],
                   *, results_dir: Path, report_dir: Path) -> dict[str, Any]:
     """What the page draws. `frame` carries the report's `label` column (results.labelled);
@@ -170,6 +189,7 @@ def build_payload(frame: pd.DataFrame, summary: pd.DataFrame, details: dict[str,
                         or columns[:2],
         "rows": rows,
         "cells": cells,
+        "board": _board(summary),
     })
 
 

@@ -29,6 +29,10 @@ PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s",
 RETENTION_COLUMNS = ["cka", "transfer_task", "transfer_base", "transfer_tuned", "transfer_delta",
                      "perplexity_ratio", "update_norm", "update_rank", "update_rank_max",
                      "intruders"]
+# The equal-budget search that chose a tuned cell's settings (its record's `tuning` section;
+# NaN for a cell run at its defaults).
+TUNING_COLUMNS = ["tune_budget", "tune_trials_s", "tune_settings", "tune_default_hash",
+                  "tune_val_accuracy", "tune_default_val_accuracy"]
 FRAME_COLUMNS = [
     "task", "kind", "strategy", "seed", "model", "config_hash", "cell_id", "status", "model_source",
     "accuracy", "macro_f1", "eval_loss", "invalid_share", "zero_shot_accuracy",
@@ -41,6 +45,7 @@ FRAME_COLUMNS = [
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
     "cpu", "gpu", "hardware", "git_commit", "git_dirty",
     *RETENTION_COLUMNS,
+    *TUNING_COLUMNS,
 ]
 # Summary statistic name -> per-record column it is computed from.
 SUMMARY_METRICS = {
@@ -187,7 +192,26 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "git_commit": _text(dig(record, "environment", "git_commit")),
         "git_dirty": _flag(dig(record, "environment", "git_dirty")),
         **_retention_columns(record),
+        **_tuning_columns(record),
     }
+
+
+def _tuning_columns(record: dict[str, Any]) -> dict[str, Any]:
+    section = record.get("tuning") if isinstance(record.get("tuning"), dict) else {}
+    settings = section.get("settings")
+    return {
+        "tune_budget": _integer(section.get("budget")),
+        "tune_trials_s": _number(section.get("trials_s")),
+        "tune_settings": ", ".join(f"{k}={_setting_text(v)}" for k, v in settings.items())
+        if isinstance(settings, dict) else None,
+        "tune_default_hash": _text(section.get("default_config_hash")),
+        "tune_val_accuracy": _number(section.get("val_accuracy")),
+        "tune_default_val_accuracy": _number(section.get("default_val_accuracy")),
+    }
+
+
+def _setting_text(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _retention_columns(record: dict[str, Any]) -> dict[str, Any]:
@@ -315,11 +339,14 @@ def strategy_labels(frame: pd.DataFrame) -> pd.Series:
     Different configurations are different experiments: averaging them would hide that.
     """
     models = frame["model"].fillna("").astype(str)
+    strategy = frame["strategy"]
+    if "tune_budget" in frame:  # a searched cell reads `lora tuned`, beside its default
+        strategy = strategy.where(frame["tune_budget"].isna(), strategy + " tuned")
     if models.nunique() > 1:
-        names = models.map(model_label) + " " + frame["strategy"]
-        keys = [frame["task"], models, frame["strategy"]]
+        names = models.map(model_label) + " " + strategy
+        keys = [frame["task"], models, strategy]
     else:
-        names, keys = frame["strategy"], [frame["task"], frame["strategy"]]
+        names, keys = strategy, [frame["task"], strategy]
     n_configs = frame.groupby(keys)["config_hash"].transform("nunique")
     return names.where(n_configs <= 1, names + "@" + frame["config_hash"])
 

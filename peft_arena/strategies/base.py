@@ -115,6 +115,21 @@ class Strategy:
             **{name: dimension.draw(space, name) for name, dimension in self.search.items()},
         }
 
+    def main_knob(self) -> str | None:
+        """The method's main knob: the first one its `search` lists (LoRA's rank, prompt
+        tuning's virtual tokens); None for a method with none (full fine-tuning)."""
+        return next(iter(self.search), None)
+
+    def equal_budget_space(self, space: SearchSpace) -> dict[str, Any]:
+        """What the equal-budget search draws for every method alike: the learning rate (a
+        quarter to four times the method's default) and the method's main knob."""
+        spec = self.spec
+        drawn = {"learning_rate": space.float("learning_rate", spec.learning_rate / 4,
+                                              spec.learning_rate * 4, log=True)}
+        if (knob := self.main_knob()) is not None:
+            drawn[knob] = self.search[knob].draw(space, knob)
+        return drawn
+
     # ------------------------------------------------------------------ config
 
     def peft_config(self, total_steps: int) -> PeftConfig:

@@ -1,4 +1,4 @@
-"""Export a cell's saved weights (see cell.saving) as a model other tools can load:
+"""Export a cell's saved weights (see model.saving) as a model other tools can load:
 
     adapter  PEFT adapter + tokenizer. transformers loads it on top of its base model:
              AutoModelForSequenceClassification.from_pretrained(DIR, id2label=...)
@@ -21,6 +21,7 @@ from accelerate.utils import set_seed
 
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.four_bit import keep_training_layout
 from peft_arena.model.loading import load_model, load_tokenizer
 from peft_arena.model.saving import read_metadata, saved_model_dir, write_metadata
 from peft_arena.records.store import read_record, results_dir_of
@@ -45,12 +46,8 @@ def load_adapter_model(folder: Path, metadata: dict[str, Any], *,
                       **strategy.load_kwargs(torch.float32))
     if dequantize and getattr(base, "hf_quantizer", None) is not None:
         base = base.dequantize()
-    for module in base.modules():
-        # bitsandbytes repacks 4-bit weights for a CPU inference kernel on the first eval-mode
-        # call, which fails for layers narrower than its block size; the cell evaluated in the
-        # training layout too, so keeping it also keeps the outputs the same.
-        if hasattr(module, "support_avx512bf16_for_cpu"):
-            module.support_avx512bf16_for_cpu = False
+    # The cell evaluated in the training layout too: keeping it keeps the outputs the same.
+    keep_training_layout(base)
     return PeftModel.from_pretrained(base, folder)
 
 

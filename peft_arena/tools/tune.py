@@ -33,6 +33,7 @@ from peft_arena.config.spec import RUN_ONLY_KEYS, TRAIN_KEYS, CellSpec
 from peft_arena.matrix.execute import preflight
 from peft_arena.matrix.plan import Overrides
 from peft_arena.strategies import load_strategies
+from peft_arena.strategies.spaces import DefaultsSpace, TrialSpace, current_settings
 from peft_arena.train.loop import EvalCallback, NonFiniteLoss
 
 # What each objective reads from a trial, and which way is better.
@@ -40,7 +41,6 @@ OBJECTIVES = {"accuracy": "maximize", "trainable_params": "minimize", "time": "m
 # Trials that began while this many others had finished are compared by the pruner; the
 # first ones only set the bar.
 PRUNER_STARTUP_TRIALS = 2
-_OPTUNA_SCALARS = (type(None), bool, int, float, str)
 
 
 def _optuna():
@@ -51,67 +51,6 @@ def _optuna():
                         "pip install 'peft-arena[tune]'.") from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # the CLI prints its own lines
     return optuna
-
-
-# ---------------------------------------------------------------- search spaces
-
-
-def current_settings(spec: CellSpec) -> dict[str, Any]:
-    """Every setting a search space may name, at the cell's own value."""
-    return {**{key: getattr(spec, key) for key in TRAIN_KEYS}, **spec.peft}
-
-
-class DefaultsSpace:
-    """Answers every draw with the cell's own value: the search's baseline trial.
-
-    `params` collects those values as Optuna parameters, to enqueue them as the first trial.
-    """
-
-    def __init__(self, current: dict[str, Any], fixed: set[str] = frozenset()) -> None:
-        self.current, self.fixed = current, fixed
-        self.params: dict[str, Any] = {}
-
-    def _value(self, name: str, allow_none: bool) -> Any:
-        value = self.current.get(name)
-        searched = name not in self.fixed and isinstance(value, _OPTUNA_SCALARS)
-        if searched and (value is not None or allow_none):
-            self.params[name] = value
-        return value
-
-    def float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        return self._value(name, allow_none=False)  # no value: the baseline trial draws one
-
-    def choice(self, name: str, choices: Sequence[Any]) -> Any:
-        return self._value(name, allow_none=True)
-
-
-class TrialSpace:
-    """Draws from an Optuna trial. Settings fixed by the user are not searched, and ranges
-    widen to hold the cell's own value, so that the baseline trial lies inside them."""
-
-    def __init__(self, trial: Any, current: dict[str, Any], fixed: set[str]) -> None:
-        self.trial, self.current, self.fixed = trial, current, fixed
-
-    def _searched(self, name: str) -> bool:
-        # A value Optuna cannot store (a list of module names from a preset) stays as set.
-        return name not in self.fixed and isinstance(self.current.get(name), _OPTUNA_SCALARS)
-
-    def float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
-        if not self._searched(name):
-            return self.current[name]
-        value = self.current.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and (value > 0 or not log):
-            low, high = min(low, value), max(high, value)
-        return self.trial.suggest_float(name, low, high, log=log)
-
-    def choice(self, name: str, choices: Sequence[Any]) -> Any:
-        if not self._searched(name):
-            return self.current[name]
-        options = list(choices)
-        if self.current.get(name) not in options:
-            options.append(self.current.get(name))
-        return self.trial.suggest_categorical(name, options)
 
 
 def apply_settings(base: CellSpec, settings: dict[str, Any]) -> CellSpec:
@@ -168,6 +107,14 @@ class TuneResult:
     preset_file: Path
     ran: int  # trials run by this call
 
+    @property
+    def gain_over_defaults(self) -> float | None:
+        """The best trial's validation accuracy above the baseline trial's (the settings as
+        the preset gives them); None without a finished baseline."""
+        if not (self.baseline and self.baseline.values):
+            return None
+        return self.best.values["accuracy"] - self.baseline.values["accuracy"]
+
 
 def _row(trial: Any, objectives: list[str]) -> TrialRow:
     state = trial.state.name.lower()
@@ -195,6 +142,14 @@ def parse_objectives(text: str) -> list[str]:
         raise UserError(f"--objective {text!r}: use accuracy, optionally with trainable_params "
                         f"or time, e.g. --objective accuracy,trainable_params.")
     return ["accuracy", *[n for n in names if n != "accuracy"]]
+
+
+def study_files(results_dir: str | Path, base: CellSpec, storage: str | None = None,
+                preset_file: str | None = None) -> tuple[str, str]:
+    """The study's storage and the preset file for the best settings, by default
+    RESULTS/tune/<task>-<strategy>.db and .yaml."""
+    folder = Path(results_dir) / "tune" / f"{base.task}-{base.strategy}"
+    return storage or f"{folder}.db", preset_file or f"{folder}.yaml"
 
 
 def storage_url(storage: str | Path) -> str:

@@ -53,7 +53,7 @@ def _predict_batches(model: torch.nn.Module, loader: DataLoader, accelerator: Ac
     losses, predictions, references, top_probs, tokens = [], [], [], [], 0
     # Several ranks: gather, less the examples Accelerate repeated to even out the last batch
     # (it counts them from the loader's batch size). One rank has nothing to gather or drop,
-    # and its batches may differ in size (cell.batching's token budget).
+    # and its batches may differ in size (data.batching's token budget).
     gather = accelerator.gather_for_metrics if accelerator.num_processes > 1 else _same
     for batch in progress.track(loader, description):
         labels = batch.pop("labels")

@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.four_bit import nf4_bytes_per_value
 from peft_arena.model.heads import (
     check_classifiable,
     full_precision_module_names,
@@ -69,12 +70,6 @@ class MemoryEstimate:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "total_bytes": self.total_bytes}
-
-
-def nf4_bytes_per_value(double_quant: bool) -> float:
-    """Packed NF4 (two values a byte) plus one scale per block of 64 values: an 8-bit scale
-    with one fp32 scale per 256 blocks over it with double quantization, an fp32 one without."""
-    return 0.5 + (1 / 64 + 4 / (64 * 256) if double_quant else 4 / 64)
 
 
 def _quantized_weights(model: torch.nn.Module, skip: list[str]) -> set[int]:

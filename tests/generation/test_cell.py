@@ -10,8 +10,8 @@ from peft_arena.cell.runner import run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import load_task_file
-from tests.conftest import KEYWORDS
-from tests.test_records import _undeclared
+from tests.support.records import undeclared
+from tests.support.synthetic import KEYWORDS
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_a_generative_cell_records_its_kind_scores_and_decoding(strategy, tiny_l
     record = run_cell(_spec(tiny_llama, strategy, gen_task), data_dir)
     assert record["status"] == "ok" and record["task_kind"] == "generation"
     assert record["resolved"]["task_kind"] == "generation"
-    assert _undeclared(record) == []
+    assert undeclared(record) == []
     if strategy == "lora":
         assert record["resolved"]["peft_config"]["task_type"] == "CAUSAL_LM"
         assert record["resolved"]["peft_config"]["modules_to_save"] is None  # no head
@@ -82,7 +82,7 @@ def test_a_generative_task_on_an_encoder_is_a_one_line_error(tiny_bert, gen_task
 
 
 def _write_text_task(folder, chat: bool) -> str:
-    from tests.conftest import synthetic_rows, write_jsonl
+    from tests.support.synthetic import synthetic_rows, write_jsonl
 
     def rows(n, seed):
         out = []
@@ -111,7 +111,7 @@ def test_a_user_free_text_task_runs_and_scores_exact_match_and_chrf(chat, tmp_pa
     if chat:  # the tiny tokenizer has no chat template: give it SmolLM2's
         from transformers import AutoTokenizer
 
-        from tests.generation.conftest import CHAT_TEMPLATE
+        from tests.support.generation import CHAT_TEMPLATE
 
         model_dir = tmp_path / "chat-llama"
         for file in tiny_llama.iterdir():
@@ -126,7 +126,7 @@ def test_a_user_free_text_task_runs_and_scores_exact_match_and_chrf(chat, tmp_pa
                     strategy="full", task_file=task, learning_rate=3e-3, epochs=1,
                     batch_size=8, max_length=96, precision="fp32", measure_retention=False)
     record = run_cell(spec, data_dir)
-    assert record["status"] == "ok" and _undeclared(record) == []
+    assert record["status"] == "ok" and undeclared(record) == []
     metrics = record["metrics"]
     assert metrics["accuracy"] == metrics["exact_match"] and 0 <= metrics["chrf"] <= 100
     assert metrics["macro_f1"] is None and set(metrics["zero_shot"]) == {

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from tests.conftest import KEYWORDS
-from tests.test_cli import peft_arena
+from tests.support.cli import peft_arena
+from tests.support.synthetic import KEYWORDS
 
 
 def _task(folder, name: str, **settings) -> str:

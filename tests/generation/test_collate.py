@@ -16,7 +16,7 @@ from peft_arena.generation.collate import (
 )
 from peft_arena.generation.loss import completion_loss
 from peft_arena.generation.prompts import Example, PromptFormat, encode
-from tests.generation.conftest import random_llama
+from tests.support.generation import random_llama
 
 EXAMPLES = [Example("the apple is red and the river", "red"),
             Example("a guitar", "blue"),

@@ -6,7 +6,7 @@ import torch
 
 from peft_arena.generation.decode import greedy_decode, left_padded
 from peft_arena.generation.prompts import Example, PromptFormat, encode
-from tests.generation.conftest import random_llama
+from tests.support.generation import random_llama
 
 TEXTS = ["the apple", "a river of the guitar that was in the", "one", "his guitar is red",
          "they have the apple and the river and the guitar at one"]

@@ -20,8 +20,8 @@ from peft_arena.generation.prompts import (
     encode,
 )
 from peft_arena.generation.scoring import label_scores, parse_labels
-from tests.conftest import FILLER
-from tests.generation.conftest import LABELS, random_llama
+from tests.support.generation import LABELS, random_llama
+from tests.support.synthetic import FILLER
 
 KEYWORDS = ["apple", "river"]  # label 0 (red), label 1 (blue)
 

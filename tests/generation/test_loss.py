@@ -9,7 +9,7 @@ from peft import IA3Config, LoraConfig, PromptTuningConfig, get_peft_model
 from peft_arena.generation.collate import CompletionCollator
 from peft_arena.generation.loss import completion_loss, head_at, output_embeddings
 from peft_arena.generation.prompts import Example, PromptFormat, encode
-from tests.generation.conftest import random_llama
+from tests.support.generation import random_llama
 
 EXAMPLES = [Example("the apple is red and the river", "red"),
             Example("a guitar of the", "blue"),

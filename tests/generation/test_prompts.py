@@ -12,7 +12,7 @@ from peft_arena.generation.prompts import (
     describe,
     encode,
 )
-from tests.generation.conftest import make_chat_tokenizer
+from tests.support.generation import make_chat_tokenizer
 
 TEMPLATE = "Classify the text.\n{text}\nTopic:"
 LONG = " ".join(["the apple is in the river"] * 60)

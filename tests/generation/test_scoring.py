@@ -15,7 +15,7 @@ from peft_arena.generation.scoring import (
     parse_labels,
     text_scores,
 )
-from tests.generation.conftest import random_llama
+from tests.support.generation import random_llama
 
 NAMES = ["World", "Sports", "Business", "Sci/Tech"]
 

@@ -243,6 +243,35 @@
       ", within each task.";
   }
 
+  // ------------------------------------------------------------------ leaderboard
+
+  function rankText(row) {
+    if (!finite(row.rank)) return "—";
+    if (!finite(row.rank_low) || !finite(row.rank_high)) return String(row.rank);
+    return row.rank + " (" + row.rank_low + "–" + row.rank_high + ")";
+  }
+
+  function drawBoard() {
+    const table = document.getElementById("board-table");
+    const kept = (row) => ["task", "model", "strategy"].every((name) =>
+      !state.filters[name] || state.filters[name].has(filterValue(row, name)));
+    const head = ["task", "strategy", "accuracy", "rank (95%)", "tier", label("trainable"),
+                  label("peak_mb"), label("train_s"), "CKA", "seeds"];
+    table.tHead.replaceChildren(el("tr", {}, ...head.map((h) => el("th", { text: h }))));
+    const rows = (data.board || []).filter(kept);
+    table.tBodies[0].replaceChildren(...rows.map((row) => el("tr", {},
+      el("td", { text: row.task }), el("td", { text: row.strategy }),
+      el("td", { text: fmtColumn("accuracy", row.accuracy) +
+        (row.n_seeds > 1 && finite(row.accuracy_std) ? " ± " + row.accuracy_std.toFixed(3) : "") }),
+      el("td", { text: rankText(row) }), el("td", { text: finite(row.tier) ? String(row.tier) : "—" }),
+      el("td", { text: fmtColumn("trainable", row.trainable) }),
+      el("td", { text: fmtColumn("peak_mb", row.peak_mb) }),
+      el("td", { text: fmtColumn("train_s", row.train_s) }),
+      el("td", { text: finite(row.cka) ? row.cka.toFixed(3) : "—" }),
+      el("td", { text: String(row.n_seeds) }))));
+    makeSortable(table);
+  }
+
   // ------------------------------------------------------------------ selected cells
 
   function card(row) {
@@ -426,6 +455,7 @@
     const front = paretoFront(shown);
     lastShown = shown; lastFront = front;
     drawScatter(shown, front);
+    drawBoard();
     drawParetoTable(front);
     drawSelected();
   }
