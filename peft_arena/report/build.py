@@ -17,18 +17,7 @@ import pandas as pd
 from rich.table import Table
 
 from peft_arena.common.errors import UserError
-from peft_arena.report import (
-    breakdown,
-    charts,
-    explorer,
-    hardware,
-    html_page,
-    markdown,
-    plane,
-    ranks,
-    stats,
-    tuning,
-)
+from peft_arena.report import breakdown, hardware, markdown, ranks, stats, tuning
 from peft_arena.report.markdown import DASH, number
 from peft_arena.report.results import (
     CellDetail,
@@ -37,6 +26,7 @@ from peft_arena.report.results import (
     sort_summary,
     summarise,
 )
+from peft_arena.report.views import charts, explorer, html_page, plane
 
 LEGEND = (
     "**Bold** = best in its column within the task (highest accuracy, F1 and throughput; "

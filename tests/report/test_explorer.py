@@ -15,9 +15,9 @@ import pytest
 
 from peft_arena.records import store
 from peft_arena.report import build as report
-from peft_arena.report import explorer
 from peft_arena.report.markdown import DASH
 from peft_arena.report.results import labelled, load_results, summarise
+from peft_arena.report.views import explorer
 from tests.support.records import make_record, markdown_row, write, write_matrix
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
@@ -169,6 +169,12 @@ def test_explorer_in_a_browser_matches_the_records(browser, tmp_path: Path) -> N
     page.locator('#explorer-filters input[data-filter="task"][value="agnews"]').uncheck()
     imdb = {cell: point for cell, point in expected.items() if point[0] == "imdb"}
     assert set(_drawn(page)["points"]) == set(imdb)
+    # The explorer's leaderboard follows the filter: one row per imdb strategy, with its rank.
+    board = page.eval_on_selector_all("#board-table tbody tr", "rows => rows.map("
+                                      "r => [...r.cells].map(c => c.textContent))")
+    strategies = {records[cell]["spec"]["strategy"] for cell in imdb}
+    assert {row[1] for row in board} == strategies and {row[0] for row in board} == {"imdb"}
+    assert all(row[3][0].isdigit() for row in board)  # "1 (1–2)": a rank for every row
 
     # Switch the axes: training time (lower is better) against macro F1 (higher is better).
     page.select_option("#axis-x", "train_s")
@@ -217,11 +223,13 @@ def test_explorer_in_a_browser_matches_the_records(browser, tmp_path: Path) -> N
 
     # The leaderboard's tables sort on a header click.
     table = page.locator("#leaderboard table").first
+    headers = table.locator("thead th").all_inner_texts()
+    column = next(i for i, h in enumerate(headers) if h.startswith("train s")) + 1
     table.locator("th", has_text="train s").click()
-    times = [float(t) for t in table.locator("tbody tr td:nth-child(9)").all_inner_texts()
+    times = [float(t) for t in
+             table.locator(f"tbody tr td:nth-child({column})").all_inner_texts()
              if t.strip() not in (DASH, "")]
-    header = table.locator("th").nth(8).inner_text()
-    assert header.startswith("train s") and times == sorted(times)
+    assert times and times == sorted(times)
     table.locator("th", has_text="accuracy").click()
     table.locator("th", has_text="accuracy").click()  # the second click: highest first
     texts = table.locator("tbody tr td:nth-child(2)").all_inner_texts()

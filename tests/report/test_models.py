@@ -54,7 +54,7 @@ def test_model_labels():
 def test_each_model_has_its_own_marker_shape_in_the_trade_off_charts():
     import pandas as pd
 
-    from peft_arena.report.charts import markers_by_label
+    from peft_arena.report.views.charts import markers_by_label
 
     frame = pd.DataFrame({"model": ["minilm", "minilm", "smollm2", "smollm2"],
                           "label": ["minilm full", "minilm lora", "smollm2 lora",

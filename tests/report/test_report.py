@@ -20,9 +20,10 @@ from peft_arena.config.tasks import resolve_task
 from peft_arena.data.loading import load_task_data
 from peft_arena.measure.metrics import confidence_summary, per_class_f1
 from peft_arena.records import store
-from peft_arena.report import breakdown, charts, stats
+from peft_arena.report import breakdown, stats
 from peft_arena.report import build as report
 from peft_arena.report.results import labelled, load_frame, load_results, summarise
+from peft_arena.report.views import charts
 from tests.support.records import (
     ACCURACY,
     LABELS,
@@ -484,7 +485,7 @@ def test_phase_table_shows_recorded_phases_and_dashes_gaps(tmp_path: Path) -> No
 
 
 def test_points_on_top_of_each_other_share_one_label() -> None:
-    from peft_arena.report.charts import _label_clusters
+    from peft_arena.report.views.charts import _label_clusters
 
     points = pd.DataFrame({"strategy": ["full", "qlora", "lora"],
                            "cost": [22.7e6, 74_498, 74_498], "accuracy": [0.746, 0.815, 0.816]})

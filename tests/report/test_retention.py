@@ -10,8 +10,8 @@ import pytest
 
 from peft_arena.records import store
 from peft_arena.report import build as report
-from peft_arena.report import plane
 from peft_arena.report.results import load_frame, summarise
+from peft_arena.report.views import plane
 from tests.support.records import make_record
 
 # strategy -> (CKA per seed, probe delta, effective rank, intruders)

@@ -1,4 +1,4 @@
-/* The report's explorer: reads the JSON payload peft_arena/report/explorer.py embeds, and
+/* The report's explorer: reads the JSON payload peft_arena/report/views/explorer.py embeds, and
    draws with the Plotly bundle inlined before this script. Nothing here fetches anything. */
 (function () {
   "use strict";

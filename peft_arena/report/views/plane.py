@@ -17,7 +17,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from peft_arena.report.charts import (
+from peft_arena.report.views.charts import (
     _save,
     _seed_note,
     front_legend,
