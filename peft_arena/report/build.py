@@ -280,8 +280,14 @@ def _markdown_table(table: pd.DataFrame, columns: list[_Column], compact: bool =
         row_cells = [column[i] for column in cells]
         if row["n_seeds"] == 0:
             row_cells[0] = _failed_text(row)  # never a 0: a failed cell has no score
-        rows.append([row["strategy"], str(row["kind"]), *row_cells, _seeds_text(row)])
+        rows.append([row["strategy"], kind_text(row), *row_cells, _seeds_text(row)])
     return "\n".join(markdown.table(headers, rows))
+
+
+def kind_text(row: pd.Series) -> str:
+    """A row's task kind; frames made before generation tasks existed are classification."""
+    kind = row.get("kind")
+    return kind if isinstance(kind, str) else "classification"
 
 
 def _columns_list(columns: list[_Column]) -> list[str]:
@@ -428,7 +434,7 @@ def rich_table(summary: pd.DataFrame) -> Table:
         style = _STATUS_STYLE.get(row["status"], "")
         status = row["status"] if row["n_seeds"] else _failed_text(row)
         table.add_row(
-            str(row["task"]), str(row["kind"]), str(row["strategy"]), accuracy,
+            str(row["task"]), kind_text(row), str(row["strategy"]), accuracy,
             number(row["macro_f1_mean"], _fixed(3)), vs_best_text(row),
             number(row["trainable"], human_count), number(row["trainable_pct"], _pct),
             number(row["train_s_mean"], _fixed(1)), number(row["peak_mb_mean"], _fixed(0)),

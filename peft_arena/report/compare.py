@@ -193,7 +193,8 @@ def compare(base_dir: Path, head_dir: Path, thresholds: Thresholds | None = None
         new = head_rows.loc[key] if in_head else None
         row: dict[str, object] = {
             "task": key[0],
-            "kind": str((new if in_head else old).get("kind") or "classification"),
+            "kind": kind if isinstance(kind := (new if in_head else old).get("kind"), str)
+            else "classification",
             "strategy": key[1],
             "base_ok": bool(in_base and old["n_seeds"] > 0),
             "head_ok": bool(in_head and new["n_seeds"] > 0),

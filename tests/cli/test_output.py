@@ -25,8 +25,8 @@ def test_piped_report_prints_every_row_whole(tmp_path):
     done = peft_arena("report", "--results", tmp_path, "--out", tmp_path / "out", columns=80)
     assert done.returncode == 0, done.stderr
     assert ELLIPSIS not in done.stdout
-    labels = [line.split(" | ")[1] for line in done.stdout.splitlines()
-              if line.startswith("| imdb |")]
+    labels = [line.split(" | ")[2] for line in done.stdout.splitlines()
+              if line.startswith("| imdb | classification |")]
     assert len(labels) == 3 and sum(label.startswith("lora@") for label in labels) == 2
     row = _row(done.stdout, "imdb", "ia3")
     assert len(row) > 80 and row.endswith("| ok |")  # wider than the pipe's 80, not folded

@@ -102,10 +102,10 @@ def test_the_leaderboard_opens_with_a_compact_table_and_folds_the_full_one() -> 
     tables = [line for line in compact.splitlines() if line.startswith("|")]
     headers = [cell.strip() for cell in tables[0].strip("|").split("|")]
     assert len(headers) <= 10
-    assert headers[:4] == ["strategy", "accuracy", "rank (95%)", "tier"]
+    assert headers[:5] == ["strategy", "kind", "accuracy", "rank (95%)", "tier"]
     assert len(tables) == 2 + 50  # header, rule, a row per method
     first = [cell.strip() for cell in tables[2].strip("|").split("|")]
-    assert first[0] == "m00" and first[2].startswith("1 (1–")
+    assert first[0] == "m00" and first[1] == "classification" and first[3].startswith("1 (1–")
     assert "Kendall's τ" in compact
     full_header = next(line for line in rest.splitlines() if line.startswith("|"))
     assert "vs best" in full_header and "macro F1" in full_header
