@@ -106,6 +106,18 @@ class RunLog:
     open_header: str | None = None
 
 
+def retention_missing(record: dict) -> str | None:
+    """Why an ok cell recorded no retention figures, or None when it has them (or was told
+    not to measure them: `measure_retention: false` leaves the section out)."""
+    section = record.get("retention")
+    if not (record.get("spec") or {}).get("measure_retention", True) or \
+            not isinstance(section, dict):
+        return None
+    if section.get("measured") is False:
+        return str(section.get("reason") or "not measured")[:200]
+    return None
+
+
 def print_event(kind: str, index: int, total: int, outcome, *,
                 notes_shown: set[str] | None = None, log: RunLog | None = None) -> None:
     """A cell's header line when it starts, and its outcome when it ends. `notes_shown`: the
@@ -130,6 +142,8 @@ def print_event(kind: str, index: int, total: int, outcome, *,
         m = outcome.record["metrics"]
         console.print(f"  [green]ok[/] accuracy {m['accuracy']:.4f}  macro F1 "
                       f"{m['macro_f1']:.4f}  ({outcome.seconds:.0f} s)")
+        if why := retention_missing(outcome.record):
+            console.print(f"  [yellow]no retention figures:[/] {escape(why)}")
         note = outcome.record.get("resolved", {}).get("four_bit_kernel")
         if note and (notes_shown is None or note not in notes_shown):
             console.print(f"  [dim]{escape(note)}[/]")

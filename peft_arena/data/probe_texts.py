@@ -8,6 +8,12 @@ data.hygiene does), nor is a second copy of a text already drawn. The probe text
 own task's label, so the transfer probe (measure.retention) reads its examples from the same
 set, and one forward pass of the tuned model serves every figure.
 
+Where no source task can be read (a user's own task run offline, without a data dir), the
+set falls back to general English prose that ships with Python itself: the paragraphs of its
+documentation topics (`pydoc_data`, part of the standard library), drawn the same way. They
+carry no labels, so the transfer probe is not measured then; CKA, and for decoders the
+perplexity, are.
+
 Drawing reads whole task files (IMDB's are 66 MB); the drawn set is cached under
 `config.paths.cache_root()/retention`, keyed by the trained task, the source files' sizes and
 modification times and the draw's settings, so only a task's first cell pays for it.
@@ -17,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +44,27 @@ TEXTS_PER_TASK = 256
 DRAW_SEED = 0
 # The draw's own version: change it when the drawing changes, so cached sets are redrawn.
 DRAW_VERSION = 2
+
+
+FALLBACK_SOURCE = "python-docs"
+NO_LABEL = -1  # a fallback text's label: it belongs to no task
+
+
+def fallback_texts() -> list[str]:
+    """The prose paragraphs of Python's documentation topics, whitespace collapsed: at least
+    a dozen words each, mostly letters (code examples and tables left out)."""
+    import re
+    from pydoc_data.topics import topics
+
+    texts = []
+    for name in sorted(topics):
+        for paragraph in re.split(r"\n\s*\n", topics[name]):
+            text = " ".join(paragraph.split())
+            letters = sum(c.isalpha() for c in text.replace(" ", ""))
+            if (len(text.split()) >= 12 and not text.startswith((">>>", "..."))
+                    and letters > 0.7 * len(text.replace(" ", ""))):
+                texts.append(text)
+    return texts
 
 
 def _drawn_with(seed: int) -> dict[str, Any]:
@@ -105,7 +133,8 @@ def draw_probe_set(trained: TaskSpec, data_dir: Path | None, *, per_task: int = 
     sources = source_tasks(trained.name)
     stamps = {"trained": [trained.name, _task_stamp(trained, data_dir)],
               "sources": {name: _task_stamp(resolve_task(name), data_dir) for name in sources},
-              "per_task": per_task, "seed": seed, "version": DRAW_VERSION}
+              "per_task": per_task, "seed": seed, "version": DRAW_VERSION,
+              "fallback": [FALLBACK_SOURCE, sys.version_info[:2]]}
     key = hashlib.sha256(json.dumps(stamps, sort_keys=True, default=str).encode()).hexdigest()
     cached = cache_root() / "retention" / "probe_sets" / f"{key[:24]}.json"
     if cache and cached.is_file():
@@ -136,6 +165,14 @@ def draw_probe_set(trained: TaskSpec, data_dir: Path | None, *, per_task: int = 
         probe.sources[name] = (str(Path(data_dir) / name / "test") if data_dir is not None
                                else f"{task.hub.path} ({task.hub.test_split})" if task.hub
                                else name)
+    if not probe.texts:  # nothing readable offline: Python's own prose (module docstring)
+        texts = fallback_texts()
+        drawn, _ = _draw(texts, [NO_LABEL] * len(texts), excluded, len(sources) * per_task,
+                         seed)
+        probe.texts, probe.tasks = drawn, [FALLBACK_SOURCE] * len(drawn)
+        probe.labels = [NO_LABEL] * len(drawn)
+        probe.sources[FALLBACK_SOURCE] = (f"pydoc_data.topics (Python {sys.version_info[0]}."
+                                          f"{sys.version_info[1]} documentation, no labels)")
     if cache:
         write_json(cached, asdict(probe))
     return probe

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 from tests.support.cli import peft_arena
 from tests.support.records import make_record, write
 
@@ -47,3 +49,40 @@ def test_piped_dry_run_prints_each_cell_on_one_line(tmp_path):
            "'intermediate.dense']" in settings
     assert "lr=" in row.split(" | ")[3] and row.count(" | ") == 7  # all 8 columns, one line
     assert _row(done.stdout, "banking77", "lora", "32 x 64").count(" | ") == 7  # the estimate
+
+
+def _outcome(seed: int, retention: dict | None) -> SimpleNamespace:
+    record = {"metrics": {"accuracy": 0.5, "macro_f1": 0.5}, "resolved": {},
+              "spec": {"measure_retention": True}}
+    if retention is not None:
+        record["retention"] = retention
+    return SimpleNamespace(spec=SimpleNamespace(task="mine", strategy="lora", seed=seed),
+                           status="ok", seconds=1.0, record=record)
+
+
+def test_a_cell_without_retention_figures_says_why_in_one_line(capsys):
+    from peft_arena.cli.output import RunLog, print_event
+
+    log = RunLog()
+    print_event("end", 1, 2, _outcome(0, {"measured": False,
+                                          "reason": "no probe texts: imdb: not found"}), log=log)
+    print_event("end", 2, 2, _outcome(1, {"measured": True, "cka": 0.9}), log=log)
+    lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
+    missing = [line for line in lines if line.startswith("no retention figures")]
+    assert missing == ["no retention figures: no probe texts: imdb: not found"]
+
+
+def test_a_cell_header_is_printed_once_when_nothing_came_between(capsys):
+    from peft_arena.cli.output import RunLog, print_event
+
+    log = RunLog()
+    outcome = _outcome(0, {"measured": True})
+    print_event("start", 1, 2, outcome, log=log)
+    print_event("end", 1, 2, outcome, log=log)
+    print_event("start", 2, 2, _outcome(1, None), log=log)
+    print_event("start", 3, 3, _outcome(2, None), log=log)  # a parallel cell started between
+    print_event("end", 2, 2, _outcome(1, None), log=log)
+    headers = [line.strip() for line in capsys.readouterr().out.splitlines()
+               if line.strip().startswith("[")]
+    assert headers == ["[1/2] mine · lora · seed 0", "[2/2] mine · lora · seed 1",
+                       "[3/3] mine · lora · seed 2", "[2/2] mine · lora · seed 1"]

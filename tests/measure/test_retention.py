@@ -15,7 +15,7 @@ import torch
 from peft_arena.common.errors import UserError
 from peft_arena.config.tasks import resolve_task
 from peft_arena.data import hygiene
-from peft_arena.data.probe_texts import draw_probe_set
+from peft_arena.data.probe_texts import FALLBACK_SOURCE, NO_LABEL, draw_probe_set
 from peft_arena.measure import retention, weight_update
 from tests.support.paths import COMMITTED_RECORDS
 from tests.support.specs import tiny_spec
@@ -357,6 +357,22 @@ def test_a_missing_source_task_is_named_not_fatal(builtin_data):
     shutil.rmtree(builtin_data / "imdb")
     probe = draw_probe_set(resolve_task("banking77"), builtin_data, cache=False)
     assert set(probe.tasks) == {"agnews"} and "imdb" in probe.unavailable
+
+
+def test_a_user_task_offline_is_probed_on_pythons_own_prose(synth_task):
+    # No data dir and no Hub: none of the built-in tasks can be read. The probe set falls
+    # back to the documentation paragraphs that ship with Python, without labels.
+    probe = draw_probe_set(resolve_task(str(synth_task)), None, per_task=50, cache=False)
+    # As many texts as the three built-in sources would have given.
+    assert set(probe.tasks) == {FALLBACK_SOURCE} and len(probe) == 150
+    assert set(probe.labels) == {NO_LABEL} and len(set(probe.texts)) == len(probe)
+    assert {"agnews", "imdb", "banking77"} <= set(probe.unavailable)
+    assert all(len(text.split()) >= 12 for text in probe.texts)
+    again = draw_probe_set(resolve_task(str(synth_task)), None, per_task=50, cache=False)
+    assert again.digest == probe.digest
+    # No labels, no transfer probe: the task it would classify is none.
+    from peft_arena.measure.retention import transfer_task
+    assert transfer_task("synth", probe) is None
 
 
 # ---------------------------------------------------------------- in the cell
