@@ -20,7 +20,7 @@ from peft_arena.matrix.budget import ParameterCount
 from peft_arena.matrix.execute import MatrixResult, run_matrix
 from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.matrix.plan import Overrides, build_cells
-from peft_arena.strategies import load_strategies
+from peft_arena.strategies import applicability, load_strategies
 
 
 def plan_cells(
@@ -83,7 +83,22 @@ def strategy_infos() -> list[dict[str, Any]]:
                                                         "learning_rate"].default)
         peft = ", ".join(f"{k}={v}" for k, v in strategy.peft_defaults.items() if v is not None)
         infos.append({"name": name, "summary": strategy.summary, "learning_rate": learning_rate,
-                      "peft_defaults": peft or "-"})
+                      "peft_defaults": peft or "-",
+                      "peft_type": (strategy.peft_config_class.__name__.removesuffix("Config")
+                                    if strategy.peft_config_class else None),
+                      "families": applicability.families(strategy),
+                      "does_not_apply": dict(strategy.unsupported)})
+    return infos
+
+
+def inapplicable_infos() -> list[dict[str, Any]]:
+    """PEFT methods that wrap no sequence classifier, and strategies that skip a family."""
+    infos: list[dict[str, Any]] = [{"name": name, "families": [], "reason": reason}
+                                   for name, reason in applicability.NOT_STRATEGIES.items()]
+    registry = load_strategies()
+    for name in registry.names():
+        for family, reason in registry.get(name).unsupported.items():
+            infos.append({"name": name, "families": [family], "reason": reason})
     return infos
 
 

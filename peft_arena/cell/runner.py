@@ -263,8 +263,10 @@ class Cell:
         with self.timer.phase("model"):
             model = self._model_to_train(setup, inputs)
             trainable, total = count_parameters(model)
-            optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
-                                        spec.head_learning_rate)
+            optimizer = (setup.strategy.optimizer(model, spec.learning_rate, spec.weight_decay,
+                                                  spec.head_learning_rate)
+                         or build_optimizer(model, spec.learning_rate, spec.weight_decay,
+                                            spec.head_learning_rate))
             scheduler = get_scheduler(spec.lr_scheduler, optimizer,
                                       num_warmup_steps=int(spec.warmup_ratio
                                                            * inputs.total_steps),
@@ -288,6 +290,9 @@ class Cell:
         if spec.gradient_checkpointing:
             enable_gradient_checkpointing(model)
         model = strategy.wrap(model, inputs.total_steps)
+        if strategy.prepares:  # a pass of the method's own (EVA's statistics, PiSSA's SVD)
+            with self.timer.phase("prepare"), progress.status("preparing the adapters"):
+                model = strategy.prepare(model, inputs.loaders["train"])
         upcast_trainable(model)
         if not setup.on_gpu:
             use_fast_dropout(model)
