@@ -49,8 +49,13 @@ class DataInitLoRA(Strategy):
         # Same shapes as the initialised adapters (EVA keeps each layer's rank at rho=1);
         # a weightless model can take no decomposition.
         config = self.fitted_config(model, total_steps)
-        config.init_lora_weights = True
-        return get_peft_model(model, config)
+        method, config.init_lora_weights = config.init_lora_weights, True
+        wrapped = get_peft_model(model, config)
+        if method == "mica":  # MiCA trains A only: its B holds fixed singular vectors
+            for name, param in wrapped.named_parameters():
+                if "lora_B" in name:
+                    param.requires_grad_(False)
+        return wrapped
 
     def prepare(self, model: torch.nn.Module, batches: Iterable[Batch]) -> torch.nn.Module:
         config, method = self._config, self._config.init_lora_weights
@@ -96,3 +101,18 @@ class FirstTokenIds(Strategy):
             vocabulary = model.get_input_embeddings().num_embeddings
             config.token_indices = list(range(min(self.first_ids, vocabulary)))
         return config
+
+
+class BuiltFromWeights(Strategy):
+    """A tuner whose PEFT build reads the weights' values (AdaMSS's SVD subspaces, BOFT's and
+    FRoD's initial factors, SHiRA's and UniLoRA's index draws) and so cannot be built on the
+    dry run's weightless model: counting gives the skeleton random weights first (the memory
+    of one copy of the model, briefly). The build itself is timed with loading the model."""
+
+    def wrap_for_counting(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
+        with torch.device("cpu"):
+            model = model.to_empty(device="cpu")
+            with torch.no_grad():
+                for param in model.parameters():
+                    param.normal_(0.0, 0.02)
+            return self.wrap(model, total_steps)
