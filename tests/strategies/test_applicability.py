@@ -9,10 +9,10 @@ import sys
 import pytest
 
 from peft_arena import api
+from peft_arena.cli import main
 from peft_arena.errors import UserError
 from peft_arena.strategies import load_strategies
 from peft_arena.strategies.applicability import NOT_STRATEGIES, family_of
-from peft_arena.cli import main
 
 
 def peft_arena(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -71,7 +71,7 @@ def test_all_is_every_strategy_that_applies_to_the_model(tiny_bert, tiny_llama):
 
 
 def test_a_named_strategy_that_does_not_apply_is_refused(tiny_bert):
-    with pytest.raises(UserError, match="'adaption_prompt' does not apply to .*encoder"):
+    with pytest.raises(UserError, match=r"'adaption_prompt' does not apply to .*encoder"):
         api.plan_cells(tasks=["agnews"], strategies=["adaption_prompt"], model=str(tiny_bert))
     with pytest.raises(UserError, match="'poly' does not apply to sequence classification"):
         api.plan_cells(tasks=["agnews"], strategies=["lora", "poly"], model=str(tiny_bert))
