@@ -193,7 +193,7 @@ def test_names_come_from_the_registry():
 
 def test_unknown_strategy_suggests():
     with pytest.raises(UserError, match="Did you mean 'lora'"):
-        load_strategies().get("lroa")
+        load_strategies().get("lorra")
 
 
 @pytest.mark.skipif(not COMMITTED_RECORDS.is_dir(), reason="no committed results/records")
@@ -229,7 +229,7 @@ def test_committed_records_keep_their_identity():
      "search.r must be a list"),
     ({"summary": "x", "learning_rate": 1e-3, "peft_type": "LORA", "search": {"rank": [8]}},
      "search names 'rank'"),
-    ({"summary": "x", "extends": "lroa"}, "Did you mean 'lora'"),
+    ({"summary": "x", "extends": "lorra"}, "Did you mean 'lora'"),
     ({"summary": "x", "learning_rate": 1e-3, "hooks": "peft_arena.nowhere:Hooks"},
      "cannot be loaded"),
     ({"summary": "x", "learning_rate": 1e-3, "hooks": "peft_arena.errors:UserError"},

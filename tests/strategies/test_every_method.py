@@ -19,9 +19,11 @@ from tests.conftest import KEYWORDS, synthetic_rows
 
 MODELS = {"encoder": "tiny_bert", "decoder": "tiny_llama"}
 REGISTERED = load_strategies().names()
-# Slower than the rest (a data pass, a quantization, a full-rank SVD per layer): only CI runs
-# them on the decoder too.
-SLOW_ON_DECODER = {"eva", "corda", "loftq", "qlora", "osf", "adamss", "psoft"}
+# Every strategy runs on the encoder in the fast set; on the decoder only a few of each kind
+# (low-rank, scaling, prompts, decoder-only, shape-fitted, a pass before training, an
+# optimizer of its own), the rest with CI's slow set, to keep the fast set short.
+FAST_ON_DECODER = {"lora", "ia3", "prompt_tuning", "adaption_prompt", "vblora", "road", "pissa",
+                   "lora_plus"}
 
 
 def _cases():
@@ -29,7 +31,8 @@ def _cases():
         for name in REGISTERED:
             if not applies(load_strategies().get(name), family):
                 continue
-            marks = [pytest.mark.slow] if family == "decoder" and name in SLOW_ON_DECODER else []
+            slow = family == "decoder" and name not in FAST_ON_DECODER
+            marks = [pytest.mark.slow] if slow else []
             yield pytest.param(name, fixture, id=f"{name}-{family}", marks=marks)
 
 
