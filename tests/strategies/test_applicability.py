@@ -85,3 +85,11 @@ def test_the_command_line_refuses_with_one_line_and_exit_2(tiny_bert, tmp_path, 
     assert code == 2
     [line] = err.strip().splitlines()
     assert "Llama-family attention" in line
+
+
+def test_the_methods_page_has_a_row_for_every_strategy():
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "methods.md").read_text()
+    missing = [n for n in load_strategies().names() if f"| `{n}` |" not in page]
+    assert not missing, f"add a row to docs/methods.md for {missing}"
