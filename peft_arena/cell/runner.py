@@ -118,7 +118,8 @@ class Cell:
         with self.timer.phase("model"):
             return build_for_training(self.spec, setup.strategy, setup.accelerator, inputs,
                                       plan, precision=setup.precision,
-                                      trust_remote_code=self.trust_remote_code)
+                                      trust_remote_code=self.trust_remote_code,
+                                      timer=self.timer)
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
         with (self.timer.phase("train"),
