@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("PEFT_ARENA_QUIET", "1")
 
 from peft_arena import api
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 
 
 def _run(spec, data_dir: str) -> dict:

@@ -44,7 +44,7 @@ import torch
 from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
 from peft_arena import api
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 from peft_arena.common.cpu_features import cpu_model
 from peft_arena.config.spec import CellSpec
 from peft_arena.data.loading import load_cell_data, resolve_data_dir

@@ -211,7 +211,7 @@ def run_request(request: RunRequest, *, on_event: Event | None = None,
 
 
 def strategy_infos() -> list[dict[str, Any]]:
-    from peft_arena.strategies import load_strategies
+    from peft_arena.strategies import applicability, load_strategies
 
     registry = load_strategies()
     infos = []
@@ -222,7 +222,24 @@ def strategy_infos() -> list[dict[str, Any]]:
                                                         "learning_rate"].default)
         peft = ", ".join(f"{k}={v}" for k, v in strategy.peft_defaults.items() if v is not None)
         infos.append({"name": name, "summary": strategy.summary, "learning_rate": learning_rate,
-                      "peft_defaults": peft or "-"})
+                      "peft_defaults": peft or "-",
+                      "peft_type": (strategy.peft_config_class.__name__.removesuffix("Config")
+                                    if strategy.peft_config_class else None),
+                      "families": applicability.families(strategy),
+                      "does_not_apply": dict(strategy.unsupported)})
+    return infos
+
+
+def inapplicable_infos() -> list[dict[str, Any]]:
+    """PEFT methods that wrap no sequence classifier, and strategies that skip a family."""
+    from peft_arena.strategies import applicability, load_strategies
+
+    infos: list[dict[str, Any]] = [{"name": name, "families": [], "reason": reason}
+                                   for name, reason in applicability.NOT_STRATEGIES.items()]
+    registry = load_strategies()
+    for name in registry.names():
+        for family, reason in registry.get(name).unsupported.items():
+            infos.append({"name": name, "families": [family], "reason": reason})
     return infos
 
 
@@ -273,11 +290,18 @@ class Listing:
     strategies: list[dict[str, Any]]
     tasks: list[dict[str, Any]]
     presets: list[str]
+    does_not_apply: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """What `peft-arena list --json` prints."""
+        return {"strategies": self.strategies, "tasks": self.tasks, "presets": self.presets,
+                "does_not_apply": self.does_not_apply}
 
 
 def listing() -> Listing:
-    """`peft-arena list`: the strategies and tasks with their defaults, and the presets."""
-    return Listing(strategy_infos(), task_infos(), preset_names())
+    """`peft-arena list`: the strategies (with the model families each applies to) and tasks
+    with their defaults, the presets, and the methods that do not apply with the reason."""
+    return Listing(strategy_infos(), task_infos(), preset_names(), inapplicable_infos())
 
 
 @dataclass

@@ -190,7 +190,8 @@ class GenerativeCell(Cell):
             return build_for_training(
                 self.spec, setup.strategy, setup.accelerator, inputs, plan,
                 precision=setup.precision, trust_remote_code=self.trust_remote_code, load=load,
-                train_batches=lambda batch_size: self._train_loader(inputs, batch_size))
+                train_batches=lambda batch_size: self._train_loader(inputs, batch_size),
+                timer=self.timer)
 
     def _zero_shot(self, model: torch.nn.Module, inputs: Inputs) -> dict[str, Any]:
         """The untuned model's test scores, from the cache when this model, task, test set

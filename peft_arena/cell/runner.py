@@ -36,8 +36,7 @@ from peft_arena.model.loading import load_tokenizer
 from peft_arena.model.saving import save_trained_model, saved_model_dir
 from peft_arena.records import builders
 from peft_arena.records.schema import Metrics, Record
-from peft_arena.records.store import results_dir_of, write_record
-from peft_arena.train import distributed, trackers
+from peft_arena.train import distributed
 from peft_arena.train.build import Built, build_for_training
 from peft_arena.train.inputs import Inputs, build_inputs
 from peft_arena.train.loop import (
@@ -127,7 +126,8 @@ class Cell:
         with self.timer.phase("model"):
             return build_for_training(self.spec, setup.strategy, setup.accelerator, inputs,
                                       plan, precision=setup.precision,
-                                      trust_remote_code=self.trust_remote_code)
+                                      trust_remote_code=self.trust_remote_code,
+                                      timer=self.timer)
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
         with (self.timer.phase("train"),
@@ -286,43 +286,3 @@ CELL_KINDS: dict[str, type[Cell]] = {"classification": Cell}
 def cell_class(spec: CellSpec) -> type[Cell]:
     """The steps for the kind of the cell's task."""
     return CELL_KINDS[resolve_task(spec.task_source).kind]
-
-
-def run_cell(spec: CellSpec, data_dir: str | Path | None = None,
-             timer: PhaseTimer | None = None, *, results_dir: Path | None = None,
-             on_evaluate: EvalCallback | None = None,
-             trust_remote_code: bool = False) -> Record:
-    """Run every step of one cell and return its ok record (see `Cell`)."""
-    return cell_class(spec)(spec, data_dir, timer=timer, results_dir=results_dir,
-                            on_evaluate=on_evaluate, trust_remote_code=trust_remote_code).run()
-
-
-def train_cell(spec: CellSpec, data_dir: str | Path | None = None, *,
-               on_evaluate: EvalCallback | None = None) -> TrainingOutcome:
-    """Train and validate one cell, never touching its test split (a search trial)."""
-    return cell_class(spec)(spec, data_dir, on_evaluate=on_evaluate).train_only()
-
-
-def run_and_record(spec: CellSpec, record_file: Path, data_dir: str | Path | None, *,
-                   timer: PhaseTimer | None = None, run_id: str | None = None,
-                   trust_remote_code: bool = False, results_dir: Path | None = None,
-                   on_evaluate: EvalCallback | None = None) -> None:
-    """Run a cell and write its record, ok or failed; a failure is re-raised after recording.
-
-    `run_id` names the matrix run in the record, so that two runs sharing a results folder
-    can be told apart. `results_dir` is where saved models and tracker logs go (default: the
-    results folder of `record_file`). Of a cell over several processes, rank 0 writes.
-    """
-    timer = timer or PhaseTimer()
-    write = write_record if distributed.is_main_process() else (lambda *_: None)
-    try:
-        record = run_cell(spec, data_dir, timer,
-                          results_dir=results_dir or results_dir_of(record_file),
-                          trust_remote_code=trust_remote_code, on_evaluate=on_evaluate)
-    except Exception as exc:  # any failure becomes a failed record; the matrix goes on
-        trackers.end_failed(spec.tracker)
-        write(record_file, builders.failed_record(
-            spec, builders.error_section(exc, timer.current), memory=memory_report(None),
-            environment=environment(spec.precision), run_id=run_id))
-        raise
-    write(record_file, {**record, "run_id": run_id})

@@ -61,7 +61,8 @@ def cli() -> None:
 @cli.command()
 @click.option("--matrix", "tasks", help="Tasks, comma-separated (built-in names or task YAML "
               "files). Default: the preset's tasks.")
-@click.option("--strategies", help="Strategies, comma-separated. Default: the preset's.")
+@click.option("--strategies", help="Strategies, comma-separated; 'all': every strategy that "
+                                   "applies to the model. Default: the preset's.")
 @options.model()
 @options.preset()
 @click.option("--seeds", help="Seeds, comma-separated. Default: the preset's.")
@@ -212,24 +213,39 @@ def compare(base, head, threshold_accuracy, threshold_f1, threshold_time, thresh
 
 
 @cli.command(name="list")
-def list_command() -> None:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print strategies (with the model families each applies to), tasks, presets "
+                   "and the methods that do not apply, as JSON.")
+def list_command(as_json: bool) -> None:
     """Show the strategies and tasks with their defaults."""
+    from rich.markup import escape
     from rich.table import Table
 
     listing = api.listing()
+    if as_json:
+        import json
+
+        click.echo(json.dumps(listing.as_dict(), indent=2))
+        return
     strategies = Table(title="strategies")
-    for column in ("name", "what", "learning rate", "PEFT defaults"):
+    for column in ("name", "what", "learning rate", "families", "PEFT defaults"):
         strategies.add_column(column)
     for info in listing.strategies:
         strategies.add_row(info["name"], info["summary"], f"{info['learning_rate']:g}",
-                           info["peft_defaults"])
+                           ", ".join(info["families"]), info["peft_defaults"])
+    inapplicable = Table(title="methods that do not apply")
+    for column in ("name", "where", "why"):
+        inapplicable.add_column(column)
+    for info in listing.does_not_apply:
+        inapplicable.add_row(info["name"], ", ".join(info["families"]) or "any classifier",
+                             escape(info["reason"]))
     tasks = Table(title="tasks")
     for column in ("name", "kind", "labels", "max length", "Hub source"):
         tasks.add_column(column)
     for info in listing.tasks:
         tasks.add_row(info["name"], info["kind"], str(info["labels"]), str(info["max_length"]),
                       info["hub"])
-    show(strategies, tasks)
+    show(strategies, inapplicable, tasks)
     console.print(f"presets: {', '.join(listing.presets)}")
 
 

@@ -127,6 +127,8 @@ def print_event(kind: str, index: int, total: int, outcome, *,
         notes_shown = log.notes_shown
     spec = outcome.spec
     name = f"[{index}/{total}] {spec.task} · {spec.strategy} · seed {spec.seed}"
+    if getattr(spec, "evaluate_on", "test") == "validation":
+        name += " · search trial (scored on validation)"
     if kind == "start":
         console.print(f"[bold]{name}[/]")
         if log is not None:

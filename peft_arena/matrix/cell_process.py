@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         spec = CellSpec.from_dict(json.loads(args.spec_file.read_text(encoding="utf-8")))
         # Loaded here, not at the top: torch takes seconds to import, and Ctrl-C during the
         # import must end the cell as quietly as Ctrl-C during training.
-        from peft_arena.cell.runner import run_and_record
+        from peft_arena.cell.entry import run_and_record
         from peft_arena.matrix.search import trial_reporter_from_env
 
         run_and_record(spec, args.record_file, args.data_dir or None, run_id=args.run_id,

@@ -18,7 +18,8 @@ from peft_arena.common.errors import UserError
 from peft_arena.config.presets import ModelSection, Preset
 from peft_arena.config.spec import TRAIN_KEYS, CellSpec, coerce_setting
 from peft_arena.config.tasks import DATA_SETTINGS, TaskSpec, resolve_task
-from peft_arena.strategies import load_strategies
+from peft_arena.model.heads import load_config
+from peft_arena.strategies import applicability, load_strategies
 from peft_arena.strategies.base import Strategy
 
 # Names people reach for, and the setting they mean (offered when the setting exists).
@@ -128,7 +129,8 @@ def build_cells(
         raise UserError("No strategies: name at least one, e.g. --strategies lora.")
     registry = load_strategies()
     sets = overrides.parsed_sets()
-    selected = [registry.get(name) for name in strategy_names]
+    applicability.refuse_not_strategies(strategy_names)
+    selected = [registry.get(name) for name in strategy_names if name != applicability.ALL]
     for scope, name, _ in sets:
         if scope is not None:
             registry.get(scope)  # an unknown strategy in --set fails with a suggestion
@@ -139,6 +141,15 @@ def build_cells(
         cells += _model_cells(preset, model_name, section, tasks, model_strategies, seeds,
                               overrides, sets)
     return cells
+
+
+def _family(model: str) -> str | None:
+    """The model's family (strategies.applicability); None where its config cannot be read
+    here (a missing model fails later, with its own message)."""
+    try:
+        return applicability.family_of(load_config(model).model_type)
+    except (UserError, OSError, ValueError):
+        return None
 
 
 def _models_to_run(preset: Preset, model: str | None, strategy_names: list[str]
@@ -163,6 +174,7 @@ def _model_cells(preset: Preset, model: str, section: ModelSection, tasks: list[
                  strategy_names: list[str], seeds: list[int], overrides: Overrides,
                  sets: list[tuple[str | None, str, Any]]) -> list[CellSpec]:
     registry = load_strategies()
+    strategy_names = applicability.for_model(strategy_names, registry, model, _family)
     cells = []
     for task_name in tasks:
         task = resolve_task(task_name)

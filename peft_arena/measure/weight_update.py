@@ -203,11 +203,18 @@ def _low_rank_factors(module: nn.Module, adapter: str, delta: torch.Tensor
     return left, right
 
 
+_MOVES_BASE = ("pissa", "olora", "loftq", "corda")
+
+
 def _peft_updates(model: nn.Module, skipped: dict[str, str]) -> Iterator[Update]:
     from peft.tuners.ia3.layer import IA3Layer
     from peft.tuners.tuners_utils import BaseTunerLayer
     from peft.utils.integrations import dequantize_module_weight
 
+    # Initialisations that take the adapter's start out of the base weight: the stored base
+    # is no longer the checkpoint's.
+    moved_base = {adapter for adapter, config in getattr(model, "peft_config", {}).items()
+                  if str(getattr(config, "init_lora_weights", "")).startswith(_MOVES_BASE)}
     for name, module in model.named_modules():
         if not isinstance(module, BaseTunerLayer):
             continue
@@ -228,6 +235,10 @@ def _peft_updates(model: nn.Module, skipped: dict[str, str]) -> Iterator[Update]
             continue
         if any(getattr(module, "use_dora", {}).get(a, False) for a in adapters):
             skipped[name] = "DoRA: its magnitude vector is not in PEFT's delta weight"
+            continue
+        if any(a in moved_base for a in adapters):
+            skipped[name] = ("its initialisation changed the base weight (PiSSA, OLoRA, LoftQ, "
+                             "CorDA): ΔW against the checkpoint is not PEFT's delta weight")
             continue
         factors = None
         if isinstance(module, IA3Layer):

@@ -63,13 +63,23 @@ def _first_token_forward(self: nn.Module, hidden_states: torch.Tensor,
     return self.feed_forward_chunk(self.attention.output(attended, first))
 
 
+def changes_attention(model: nn.Module) -> bool:
+    """Whether a PEFT method reaches into attention where a pruned last layer cannot follow:
+    prefix tuning and Cartridge hand every layer trained keys and values through the cache,
+    which the pruned forward does not read (its mask then covers more keys than it has);
+    adaption prompt replaces the attention module with a wrapper of its own."""
+    config = getattr(model, "peft_config", {}).get("default")
+    return str(getattr(config, "peft_type", "")).rsplit(".", 1)[-1] in (
+        "PREFIX_TUNING", "CARTRIDGE", "ADAPTION_PROMPT")
+
+
 def compute_last_layer_for_first_token(model: nn.Module) -> bool:
     """Make `model`'s last encoder layer compute the first position only, where the model is
     one of `FIRST_TOKEN_CLASSIFIERS`; returns whether it did. Weights and their names are
     untouched (only the layer's forward method is replaced), so saving and export see the
     same model."""
     base = transformers_model(model)
-    if type(base).__name__ not in FIRST_TOKEN_CLASSIFIERS:
+    if type(base).__name__ not in FIRST_TOKEN_CLASSIFIERS or changes_attention(model):
         return False
     encoder = getattr(getattr(base, base.base_model_prefix, None), "encoder", None)
     layers = getattr(encoder, "layer", None)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from peft_arena.model.first_token import changes_attention
 from peft_arena.model.loading import transformers_model
 
 # Classifiers whose decoder layers have Llama's layout (`input_layernorm`, `self_attn` with
@@ -148,7 +149,7 @@ def compute_last_layer_for_last_token(model: nn.Module) -> bool:
     """Make `model`'s last decoder layer and final norm compute the position its head reads
     only, where the model is one of `LAST_TOKEN_CLASSIFIERS`; returns whether it did."""
     top = transformers_model(model)
-    if type(top).__name__ not in LAST_TOKEN_CLASSIFIERS:
+    if type(top).__name__ not in LAST_TOKEN_CLASSIFIERS or changes_attention(model):
         return False
     base = getattr(top, top.base_model_prefix, None)
     layers, norm = getattr(base, "layers", None), getattr(base, "norm", None)

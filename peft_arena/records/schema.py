@@ -62,7 +62,8 @@ class Params(TypedDict, total=False):
 
 class Time(TypedDict, total=False):
     """Wall-clock seconds. `phases` are disjoint and sum to within a few percent of total_s:
-    setup_s, data_s, tokenize_s, model_s, train_s (validation passes excluded), validate_s,
+    setup_s, data_s, tokenize_s, model_s, prepare_s (a strategy's pass before training, when
+    it has one), train_s (validation passes excluded), validate_s,
     eval_s, measure_s, retention_s (when measured) and, when the model is saved, save_s;
     generation tasks add decode_s (greedy answers to the test split, inside eval's time
     otherwise) and zero_shot_s (the untuned model's answers, once per model and task).

@@ -22,8 +22,8 @@ from peft_arena.records import store
 MIB = 1024**2
 
 # Phases of a cell in the order they run (older records lack some; save_s only when saving).
-PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "train_s", "validate_s", "eval_s",
-          "measure_s", "retention_s", "save_s", "decode_s", "zero_shot_s")
+PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "prepare_s", "train_s", "validate_s",
+          "eval_s", "measure_s", "retention_s", "save_s", "decode_s", "zero_shot_s")
 # What the tuned model kept of the base and the shape of its update (records' `retention` and
 # `weight_update` sections; NaN for records without them).
 RETENTION_COLUMNS = ["cka", "transfer_task", "transfer_base", "transfer_tuned", "transfer_delta",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -18,6 +18,7 @@ from peft import PeftConfig, get_peft_model
 
 from peft_arena.config.spec import CellSpec
 from peft_arena.model.adapters import fit_to_model
+from peft_arena.strategies.shapes import fit_shapes
 
 
 class SearchSpace(Protocol):
@@ -66,9 +67,16 @@ class Strategy:
     peft_defaults: ClassVar[dict[str, Any]] = {}
     # The method's own knobs a hyper-parameter search draws, in drawing order.
     search: ClassVar[Mapping[str, Choice | FloatRange]] = {}
+    # Model families (strategies.applicability) this method cannot wrap, with the reason.
+    unsupported: ClassVar[dict[str, str]] = {}
+    # Whether `prepare` does work (a pass over data, an SVD): the runner then times it as a
+    # phase of its own.
+    prepares: ClassVar[bool] = False
 
     def __init__(self, spec: CellSpec) -> None:
         self.spec = spec
+        # Settings changed to fit the model's shapes (strategies.shapes), for the record.
+        self.fitted: dict[str, dict[str, Any]] = {}
 
     # ------------------------------------------------------------------ hooks
 
@@ -80,7 +88,28 @@ class Strategy:
         """Turn the loaded model into the one to train."""
         if self.peft_config_class is None:
             return model
-        return get_peft_model(model, fit_to_model(self.peft_config(total_steps), model, self.name))
+        return get_peft_model(model, self.fitted_config(model, total_steps))
+
+    def fitted_config(self, model: torch.nn.Module, total_steps: int) -> PeftConfig:
+        """The PEFT config with targets and head filled in from `model` and shape-dependent
+        settings the user left at their defaults fitted to its layers (kept in `fitted`)."""
+        config = fit_to_model(self.peft_config(total_steps), model, self.name)
+        chosen = {key for key, value in self.spec.peft.items()
+                  if key not in self.peft_defaults or self.peft_defaults[key] != value}
+        config, self.fitted = fit_shapes(config, model, self.name, chosen)
+        return config
+
+    def prepare(self, model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
+                ) -> torch.nn.Module:
+        """A pass before training that a method needs (EVA's and CorDA's statistics over
+        training batches, PiSSA's SVD); only called when `prepares` is set. Returns the model
+        to train."""
+        return model
+
+    def optimizer(self, model: torch.nn.Module, learning_rate: float, weight_decay: float,
+                  head_learning_rate: float | None) -> torch.optim.Optimizer | None:
+        """An optimizer of the method's own (LoRA+, LoRA-FA); None: the cell's AdamW."""
+        return None
 
     def wrap_for_counting(self, model: torch.nn.Module, total_steps: int) -> torch.nn.Module:
         """`wrap` for a dry run: the model has no weights (meta device) and was built from its
@@ -93,8 +122,9 @@ class Strategy:
 
     def final_state(self, model: torch.nn.Module) -> dict[str, Any] | None:
         """What the method decided during training that the record should keep (AdaLoRA's
-        final ranks); None for methods that decide nothing."""
-        return None
+        final ranks), and the settings fitted to the model's shapes; None for methods that
+        decide nothing."""
+        return {"fitted_settings": self.fitted} if self.fitted else None
 
     # ------------------------------------------------------------------ search
 

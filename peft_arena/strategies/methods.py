@@ -15,6 +15,8 @@ own with `register_methods(path)`. An entry, under the strategy's name:
         module_dropout: {low: 0.0, high: 0.1}   # a range (add `log: true` for a log scale)
       extends: lora            # optional: start from a registered strategy's settings
       hooks: package.module:Class        # optional: a Strategy subclass with hook overrides
+      unsupported:                        # optional: model families it cannot wrap, each
+        encoder: why not                  # with its reason (strategies.applicability)
 
 Everything the YAML states is checked when the file loads, so a misspelt PEFT field fails
 with its file and entry named instead of inside a cell.
@@ -35,13 +37,14 @@ from peft.mapping import PEFT_TYPE_TO_CONFIG_MAPPING
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import TRAIN_KEYS, CellSpec, coerce_setting
 from peft_arena.config.yamlfile import load_yaml
+from peft_arena.strategies.applicability import FAMILIES
 from peft_arena.strategies.base import Choice, FloatRange, Strategy
 from peft_arena.strategies.registry import strategies
 
 BUILTIN_METHODS = resources.files("peft_arena.strategies") / "methods.yaml"
 
 ENTRY_KEYS = ("summary", "peft_type", "learning_rate", "train", "peft", "search", "extends",
-              "hooks")
+              "hooks", "unsupported")
 _HOOKS_PATH = re.compile(r"^[\w.]+:\w+$")
 
 
@@ -140,6 +143,16 @@ def _search(entry: _Entry, parent: type[Strategy], known: set[str]
     return search
 
 
+def _unsupported(entry: _Entry, parent: type[Strategy]) -> dict[str, str]:
+    unsupported = {**parent.unsupported, **entry.mapping("unsupported")}
+    for family, reason in unsupported.items():
+        if family not in FAMILIES:
+            entry.fail(f"unsupported names family {family!r}; families: {', '.join(FAMILIES)}")
+        if not isinstance(reason, str) or not reason.strip():
+            entry.fail(f"unsupported.{family} must give the reason as text")
+    return unsupported
+
+
 def build_strategy(name: str, data: Any, origin: str) -> type[Strategy]:
     """The Strategy subclass one entry describes (not yet registered)."""
     entry = _Entry(name, data, origin)
@@ -155,6 +168,7 @@ def build_strategy(name: str, data: Any, origin: str) -> type[Strategy]:
         "summary": summary,
         "peft_config_class": config_class,
         "train_defaults": _train_defaults(entry, parent),
+        "unsupported": _unsupported(entry, parent),
     }
     bases = tuple(b for b in (hooks, parent) if b is not None and b is not Strategy) or (Strategy,)
     cls: type[Strategy] = type(f"Strategy[{name}]", bases, attributes)

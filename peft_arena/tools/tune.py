@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from peft_arena.cell.runner import train_cell
+from peft_arena.cell.entry import train_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import RUN_ONLY_KEYS, TRAIN_KEYS, CellSpec
 from peft_arena.matrix.execute import preflight

@@ -4,6 +4,7 @@ strategy, sped up, and prepared by Accelerate with its optimizer, schedule and l
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +14,10 @@ from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from transformers import get_scheduler
 
+from peft_arena.common import progress
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure.params import count_parameters
+from peft_arena.measure.timing import PhaseTimer
 from peft_arena.model.adapters import upcast_trainable
 from peft_arena.model.loading import load_model
 from peft_arena.model.speed_ups import apply_speed_ups
@@ -43,10 +46,12 @@ Loader = Callable[..., torch.nn.Module]
 
 def model_to_train(spec: CellSpec, strategy: Strategy, inputs: Inputs, *, on_gpu: bool,
                    precision: Precision, trust_remote_code: bool,
-                   load: Loader = load_model) -> torch.nn.Module:
+                   load: Loader = load_model,
+                   timer: PhaseTimer | None = None) -> torch.nn.Module:
     """The loaded model, with the memory tools the spec asks for, wrapped by its strategy:
     a frozen base in bf16 in bf16 runs, trainable weights in fp32. `load`: how the task's
-    kind loads it (a classifier by default)."""
+    kind loads it (a classifier by default). A strategy's own pass before training (EVA's
+    statistics, PiSSA's SVD) is timed as the `prepare` phase."""
     set_seed(spec.seed)  # before the head and the adapters draw their initial weights
     model = load(spec.model, inputs.label_names, on_gpu=on_gpu,
                        trust_remote_code=trust_remote_code,
@@ -56,6 +61,10 @@ def model_to_train(spec: CellSpec, strategy: Strategy, inputs: Inputs, *, on_gpu
     if spec.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     model = strategy.wrap(model, inputs.total_steps)
+    if strategy.prepares:
+        with (timer.phase("prepare") if timer else nullcontext()), \
+                progress.status("preparing the adapters"):
+            model = strategy.prepare(model, inputs.loaders["train"])
     upcast_trainable(model)
     apply_speed_ups(model, on_gpu=on_gpu)
     return model
@@ -64,19 +73,24 @@ def model_to_train(spec: CellSpec, strategy: Strategy, inputs: Inputs, *, on_gpu
 def build_for_training(spec: CellSpec, strategy: Strategy, accelerator: Accelerator,
                        inputs: Inputs, plan: BatchPlan, *, precision: Precision,
                        trust_remote_code: bool, load: Loader = load_model,
-                       train_batches: Callable[[int], DataLoader] | None = None) -> Built:
+                       train_batches: Callable[[int], DataLoader] | None = None,
+                       timer: PhaseTimer | None = None) -> Built:
     """`plan`: the batch split to train with. `load` and `train_batches` (the training
-    loader at another batch size): the task kind's, classification's by default."""
+    loader at another batch size): the task kind's, classification's by default. A strategy
+    may bring its own optimizer (LoRA+, LoRA-FA); the others get the shared one."""
     accelerator.gradient_accumulation_steps = plan.accumulation_steps
     loaders = dict(inputs.loaders)
     if plan.batch_size != spec.batch_size:
         loaders["train"] = (train_batches(plan.batch_size) if train_batches is not None
                             else train_loader(spec, inputs, plan.batch_size))
     model = model_to_train(spec, strategy, inputs, on_gpu=accelerator.device.type == "cuda",
-                           precision=precision, trust_remote_code=trust_remote_code, load=load)
+                           precision=precision, trust_remote_code=trust_remote_code, load=load,
+                           timer=timer)
     trainable, total = count_parameters(model)
-    optimizer = build_optimizer(model, spec.learning_rate, spec.weight_decay,
-                                spec.head_learning_rate)
+    optimizer = (strategy.optimizer(model, spec.learning_rate, spec.weight_decay,
+                                    spec.head_learning_rate)
+                 or build_optimizer(model, spec.learning_rate, spec.weight_decay,
+                                    spec.head_learning_rate))
     scheduler = get_scheduler(spec.lr_scheduler, optimizer,
                               num_warmup_steps=int(spec.warmup_ratio * inputs.total_steps),
                               num_training_steps=inputs.total_steps)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 from peft_arena.config.spec import CellSpec
 from tests.support.paths import SHARED_DATA
 

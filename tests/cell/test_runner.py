@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from peft_arena.cell.runner import run_and_record, run_cell, train_cell
+from peft_arena.cell.entry import run_and_record, run_cell, train_cell
 from peft_arena.common.errors import UserError
 from peft_arena.records.store import read_record, record_path
 from tests.support.specs import tiny_spec

@@ -70,7 +70,7 @@ def test_report_renders(finished_run):
 
 @pytest.mark.parametrize("args, message", [
     (["run", "--matrix", "imbd"], "Did you mean 'imdb'"),
-    (["run", "--matrix", "imdb", "--strategies", "lroa"], "Did you mean 'lora'"),
+    (["run", "--matrix", "imdb", "--strategies", "lorra"], "Did you mean 'lora'"),
     (["run", "--matrix", "imdb", "--set", "lora.r=0"], "rank must be"),
     (["run", "--matrix", "imdb", "--preset", "nope"], "Unknown preset"),
     (["run", "--matrix", "imdb", "--data-dir", "/no/such/dir"], "does not exist"),

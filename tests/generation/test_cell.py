@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import load_task_file

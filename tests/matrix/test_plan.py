@@ -52,7 +52,7 @@ def test_bare_peft_key_applies_only_where_it_exists():
     (["lora.r=0"], "rank must be an integer >= 1"),
     (["learning_rate=-1e-3"], "learning_rate must be > 0"),
     (["learning_rate=0"], "learning_rate must be > 0"),
-    (["lroa.r=4"], "Did you mean 'lora'"),
+    (["lorra.r=4"], "Did you mean 'lora'"),
     (["noequals"], "KEY=VALUE"),
 ])
 def test_bad_settings_fail_in_one_line(sets, message):

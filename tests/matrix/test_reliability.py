@@ -15,7 +15,7 @@ import torch
 import yaml
 
 from peft_arena import api, cli
-from peft_arena.cell.runner import run_and_record, run_cell
+from peft_arena.cell.entry import run_and_record, run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config import yamlfile
 from peft_arena.config.spec import CellSpec
@@ -196,7 +196,7 @@ MARKER_YAML = '!!python/object/apply:os.system ["touch {marker}"]\n'
 BAD_INPUTS = [
     # (case, options replaced, extra arguments, what to break, expected message)
     ("unknown task", {"--matrix": "imbd"}, [], None, "Did you mean 'imdb'"),
-    ("unknown strategy", {"--strategies": "lroa"}, [], None, "Did you mean 'lora'"),
+    ("unknown strategy", {"--strategies": "lorra"}, [], None, "Did you mean 'lora'"),
     ("unknown setting", {}, ["--set", "bogus=1"], None, "Unknown setting 'bogus'"),
     ("negative lr", {}, ["--set", "learning_rate=-1e-3"], None, "learning_rate must be > 0"),
     ("zero lr", {}, ["--set", "learning_rate=0"], None, "learning_rate must be > 0"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 from peft_arena.measure.estimate_check import cpu_estimate_check, current_rss_bytes
 from tests.support.specs import tiny_spec
 

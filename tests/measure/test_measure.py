@@ -19,7 +19,7 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, RobertaConfig
 
 from peft_arena import api
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 from peft_arena.config.spec import CellSpec
 from peft_arena.measure import flops
 from peft_arena.measure.flops import FlopModel, trained_sum_squared_lengths

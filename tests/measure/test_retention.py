@@ -397,7 +397,7 @@ def _cell_spec(tiny_bert, **settings):
 
 @pytest.mark.slow
 def test_a_cell_records_retention_and_the_weight_update(tiny_bert_body, builtin_data):
-    from peft_arena.cell.runner import run_cell
+    from peft_arena.cell.entry import run_cell
 
     record = run_cell(_cell_spec(tiny_bert_body), builtin_data)
     kept = record["retention"]
@@ -424,7 +424,7 @@ def test_a_cell_records_retention_and_the_weight_update(tiny_bert_body, builtin_
 
 def test_measure_retention_false_leaves_the_sections_out_and_keeps_the_id(tiny_bert_body,
                                                                          builtin_data):
-    from peft_arena.cell.runner import run_cell
+    from peft_arena.cell.entry import run_cell
 
     spec = _cell_spec(tiny_bert_body, measure_retention=False)
     assert spec.cell_id == _cell_spec(tiny_bert_body).cell_id

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from peft_arena.cell.runner import run_and_record, run_cell
+from peft_arena.cell.entry import run_and_record, run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.model.loading import check_model, load_model, load_tokenizer

@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from peft_arena.cell.runner import run_cell, train_cell
+from peft_arena.cell.entry import run_cell, train_cell
 from peft_arena.records import builders, schema, store
 from tests.support.paths import REPO
 from tests.support.records import undeclared

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import resolve_task

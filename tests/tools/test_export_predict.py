@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from peft_arena.cell.runner import run_and_record
+from peft_arena.cell.entry import run_and_record
 from peft_arena.cli import cli
 from peft_arena.common.errors import UserError
 from peft_arena.model.saving import saved_model_dir

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from peft_arena.cell.runner import run_cell
+from peft_arena.cell.entry import run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.train.early_stopping import EarlyStopping

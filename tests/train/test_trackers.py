@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from peft_arena.cell.runner import run_and_record, run_cell
+from peft_arena.cell.entry import run_and_record, run_cell
 from peft_arena.config.spec import CellSpec
 from peft_arena.train.trackers import PROJECT, flat_config
 from tests.support import faults, wandb_log
