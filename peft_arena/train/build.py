@@ -41,12 +41,12 @@ class Built:
 
 
 # (model, label names, on_gpu=, trust_remote_code=, dtype=, pad_token_id=, **load kwargs)
-Loader = Callable[..., torch.nn.Module]
+LoadModel = Callable[..., torch.nn.Module]
 
 
 def model_to_train(spec: CellSpec, strategy: Strategy, inputs: Inputs, *, on_gpu: bool,
                    precision: Precision, trust_remote_code: bool,
-                   load: Loader = load_model,
+                   load: LoadModel = load_model,
                    timer: PhaseTimer | None = None) -> torch.nn.Module:
     """The loaded model, with the memory tools the spec asks for, wrapped by its strategy:
     a frozen base in bf16 in bf16 runs, trainable weights in fp32. `load`: how the task's
@@ -72,7 +72,7 @@ def model_to_train(spec: CellSpec, strategy: Strategy, inputs: Inputs, *, on_gpu
 
 def build_for_training(spec: CellSpec, strategy: Strategy, accelerator: Accelerator,
                        inputs: Inputs, plan: BatchPlan, *, precision: Precision,
-                       trust_remote_code: bool, load: Loader = load_model,
+                       trust_remote_code: bool, load: LoadModel = load_model,
                        train_batches: Callable[[int], DataLoader] | None = None,
                        timer: PhaseTimer | None = None) -> Built:
     """`plan`: the batch split to train with. `load` and `train_batches` (the training

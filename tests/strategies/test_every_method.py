@@ -17,7 +17,7 @@ from peft_arena.model.loading import load_model, load_tokenizer
 from peft_arena.strategies import load_strategies
 from peft_arena.strategies.applicability import applies
 from peft_arena.train.optim import build_optimizer
-from tests.conftest import KEYWORDS, synthetic_rows
+from tests.support.synthetic import KEYWORDS, synthetic_rows
 
 MODELS = {"encoder": "tiny_bert", "decoder": "tiny_llama"}
 REGISTERED = load_strategies().names()
