@@ -232,7 +232,8 @@ def test_explorer_in_a_browser_matches_the_records(browser, tmp_path: Path) -> N
     assert times and times == sorted(times)
     table.locator("th", has_text="accuracy").click()
     table.locator("th", has_text="accuracy").click()  # the second click: highest first
-    texts = table.locator("tbody tr td:nth-child(2)").all_inner_texts()
+    accuracy_column = headers.index("accuracy") + 1
+    texts = table.locator(f"tbody tr td:nth-child({accuracy_column})").all_inner_texts()
     accuracies = [float(t.split(" ± ")[0]) for t in texts[:-1]]
     assert len(accuracies) == 3 and accuracies == sorted(accuracies, reverse=True)
     assert texts[-1].startswith("failed")  # a failed cell has no score: last either way
