@@ -28,7 +28,6 @@ trials cost, and the settings chosen.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import os
 from collections.abc import Callable
@@ -40,7 +39,13 @@ from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.records.store import read_record, record_path, write_record
 from peft_arena.strategies import load_strategies
-from peft_arena.strategies.spaces import DefaultsSpace, TrialSpace, current_settings
+from peft_arena.strategies.spaces import (
+    DefaultsSpace,
+    TrialSpace,
+    apply_settings,
+    current_settings,
+    pruning_reporter,
+)
 
 SEARCH_SUBDIR = "search"
 STUDIES_FILE = "studies.db"
@@ -84,17 +89,7 @@ def trial_reporter_from_env() -> Callable[[dict[str, Any]], None] | None:
     where = json.loads(named)
     study = optuna.load_study(study_name=where["study"], storage=where["storage"],
                               pruner=make_pruner())
-    trial = optuna.trial.Trial(study, where["trial_id"])
-    passes = itertools.count(1)
-
-    def report(entry: dict[str, Any]) -> None:
-        step = next(passes)
-        trial.report(entry["val_accuracy"], step)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"validation accuracy {entry['val_accuracy']:.4f} at pass "
-                                     f"{step} is below the median of earlier trials")
-
-    return report
+    return pruning_reporter(optuna.trial.Trial(study, where["trial_id"]))
 
 
 # ---------------------------------------------------------------- the driver
@@ -143,12 +138,6 @@ def _group_key(spec: CellSpec) -> tuple[str, str, str, str]:
 
 def _study_name(spec: CellSpec) -> str:
     return f"{spec.task}__{spec.strategy}__{spec.config_hash()}"
-
-
-def apply_settings(base: CellSpec, settings: dict[str, Any]) -> CellSpec:
-    train = {k: v for k, v in settings.items() if hasattr(base, k) and k != "peft"}
-    peft = {k: v for k, v in settings.items() if not hasattr(base, k)}
-    return dataclasses.replace(base, **train, peft={**base.peft, **peft})
 
 
 def _trial_spec(base: CellSpec, settings: dict[str, Any]) -> CellSpec:

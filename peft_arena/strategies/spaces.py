@@ -1,13 +1,16 @@
-"""The values a strategy's `search_space` draws, from an Optuna trial or from the cell itself.
+"""The values a strategy's `search_space` draws, from an Optuna trial or from the cell itself,
+the cell those values make, and the report a trial gives its pruner.
 
 Both the per-strategy search (tools/tune.py) and the equal-budget search of a matrix
-(matrix/search.py) draw through these, so that a baseline trial and a drawn one name the same
-settings in the same way.
+(matrix/search.py) draw, apply and prune through these, so that a baseline trial and a drawn
+one name the same settings in the same way.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import itertools
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from peft_arena.config.spec import TRAIN_KEYS, CellSpec
@@ -72,3 +75,27 @@ class TrialSpace:
         if self.current.get(name) not in options:
             options.append(self.current.get(name))
         return self.trial.suggest_categorical(name, options)
+
+
+def apply_settings(base: CellSpec, settings: dict[str, Any]) -> CellSpec:
+    """`base` with drawn settings: training settings as fields, the rest into its PEFT config."""
+    train = {k: v for k, v in settings.items() if k in TRAIN_KEYS}
+    peft = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
+    return dataclasses.replace(base, **train, peft={**base.peft, **peft})
+
+
+def pruning_reporter(trial: Any) -> Callable[[dict[str, Any]], None]:
+    """A validation-pass callback: reports validation accuracy after each pass to the Optuna
+    trial, and raises TrialPruned when its pruner judges the trial hopeless."""
+    import optuna
+
+    passes = itertools.count(1)
+
+    def report(entry: dict[str, Any]) -> None:
+        index = next(passes)
+        trial.report(entry["val_accuracy"], index)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"validation accuracy {entry['val_accuracy']:.4f} after "
+                                     f"pass {index} is below the median of earlier trials")
+
+    return report

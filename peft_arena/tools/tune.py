@@ -18,8 +18,6 @@ search is the strategy's default settings, so the search shows what tuning gains
 
 from __future__ import annotations
 
-import dataclasses
-import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,8 +31,14 @@ from peft_arena.config.spec import RUN_ONLY_KEYS, TRAIN_KEYS, CellSpec
 from peft_arena.matrix.execute import preflight
 from peft_arena.matrix.plan import Overrides
 from peft_arena.strategies import load_strategies
-from peft_arena.strategies.spaces import DefaultsSpace, TrialSpace, current_settings
-from peft_arena.train.loop import EvalCallback, NonFiniteLoss
+from peft_arena.strategies.spaces import (
+    DefaultsSpace,
+    TrialSpace,
+    apply_settings,
+    current_settings,
+    pruning_reporter,
+)
+from peft_arena.train.loop import NonFiniteLoss
 
 # What each objective reads from a trial, and which way is better.
 OBJECTIVES = {"accuracy": "maximize", "trainable_params": "minimize", "time": "minimize"}
@@ -53,12 +57,6 @@ def _optuna():
     return optuna
 
 
-def apply_settings(base: CellSpec, settings: dict[str, Any]) -> CellSpec:
-    train = {k: v for k, v in settings.items() if k in TRAIN_KEYS}
-    peft = {k: v for k, v in settings.items() if k not in TRAIN_KEYS}
-    return dataclasses.replace(base, **train, peft={**base.peft, **peft})
-
-
 def fixed_settings(strategy: str, flags: dict[str, Any], sets: Sequence[str]) -> set[str]:
     """The settings the user gave on the command line: a search leaves them alone."""
     fixed = {key for key, value in flags.items() if value is not None}
@@ -66,22 +64,6 @@ def fixed_settings(strategy: str, flags: dict[str, Any], sets: Sequence[str]) ->
         if scope in (None, strategy):
             fixed.add(name)
     return fixed
-
-
-def pruning_reporter(trial: Any) -> EvalCallback:
-    """Reports validation accuracy after each validation pass; raises TrialPruned when the
-    pruner judges the trial hopeless."""
-    optuna = _optuna()
-    passes = itertools.count(1)
-
-    def report(entry: dict[str, Any]) -> None:
-        index = next(passes)
-        trial.report(entry["val_accuracy"], index)
-        if trial.should_prune():
-            raise optuna.TrialPruned(f"validation accuracy {entry['val_accuracy']:.4f} after "
-                                     f"pass {index} is below the median of earlier trials")
-
-    return report
 
 
 # ---------------------------------------------------------------- results
