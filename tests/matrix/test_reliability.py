@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from peft_arena import api, cli
+from peft_arena import api
 from peft_arena.cell.entry import run_and_record, run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config import yamlfile
@@ -27,6 +27,7 @@ from peft_arena.records import store
 from peft_arena.records.schema import SCHEMA_VERSION
 from peft_arena.train.loop import NonFiniteLoss
 from tests.support import faults
+from tests.support.cli import call_cli_streams
 from tests.support.paths import PACKAGE
 from tests.support.specs import tiny_spec
 from tests.support.synthetic import KEYWORDS, synthetic_rows, write_jsonl
@@ -145,17 +146,6 @@ def test_same_seed_same_numbers_other_seed_other_numbers(tiny_bert, synth_task):
 # --- bad input: one line, exit 2, nothing touched -------------------------------------------
 
 
-def _call_cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["peft-arena", *map(str, args)])
-    try:
-        cli.main()
-        code = 0
-    except SystemExit as exited:
-        code = exited.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture
 def workspace(tmp_path):
     """A good data dir, a task file over it, and a results folder holding one record."""
@@ -251,8 +241,8 @@ def test_bad_input_is_one_line_exit_2_and_touches_no_record(
     before = {p: p.read_bytes() for p in workspace["results"].rglob("*") if p.is_file()}
     stamps = {p: p.stat().st_mtime_ns for p in before}
 
-    code, _, err = _call_cli(monkeypatch, capsys, "run",
-                             *[part for pair in options.items() for part in pair], *extra)
+    code, _, err = call_cli_streams(monkeypatch, capsys, "run",
+                                    *[part for pair in options.items() for part in pair], *extra)
 
     assert code == 2, err
     assert message in err
@@ -269,8 +259,9 @@ def test_report_warns_about_foreign_files_in_one_line_and_skips_them(workspace, 
     folder = store.records_dir(workspace["results"])
     (folder / "broken.json").write_text('{"schema_version": 1, "spec": ')
     (folder / "foreign.json").write_text('{"name": "not a record"}')
-    code, _, err = _call_cli(monkeypatch, capsys, "report", "--results", workspace["results"],
-                             "--out", workspace["tmp"] / "report")
+    code, _, err = call_cli_streams(monkeypatch, capsys, "report",
+                                    "--results", workspace["results"],
+                                    "--out", workspace["tmp"] / "report")
     assert code == 0, err
     for name in ("broken.json", "foreign.json"):
         lines = [line for line in err.splitlines() if name in line]

@@ -21,9 +21,9 @@ def peft_arena(*args, cwd=None, columns: int | None = None) -> subprocess.Comple
                           capture_output=True, text=True, env=env, timeout=600)
 
 
-def call_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-             *args) -> tuple[int, str]:
-    """`peft-arena ARGS` in this process: the exit status and everything it printed."""
+def call_cli_streams(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                     *args) -> tuple[int, str, str]:
+    """`peft-arena ARGS` in this process: the exit status, its stdout and its stderr."""
     monkeypatch.setattr(sys, "argv", ["peft-arena", *map(str, args)])
     try:
         cli.main()
@@ -31,4 +31,11 @@ def call_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     except SystemExit as exited:
         code = exited.code
     out, err = capsys.readouterr()
+    return code, out, err
+
+
+def call_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+             *args) -> tuple[int, str]:
+    """`peft-arena ARGS` in this process: the exit status and everything it printed."""
+    code, out, err = call_cli_streams(monkeypatch, capsys, *args)
     return code, out + err
