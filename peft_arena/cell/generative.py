@@ -137,8 +137,12 @@ class GenerativeCell(Cell):
             tokenizer = load_tokenizer(spec.model, trust_remote_code=self.trust_remote_code)
             self._tokenizer = tokenizer
             fmt = PromptFormat(task.prompt or PLACEHOLDER, task.system, task.chat_template)
+            # A label task keeps room for its longest label name in every split, so that no
+            # prompt's cut depends on its own answer.
+            answer_room = (max(len(ids) for ids in completion_ids(
+                tokenizer, label_names, fmt.uses_chat(tokenizer))) if label_names else None)
             splits = {name: encode(rows, fmt, tokenizer, spec.max_length,
-                                   where=f"{spec.task} {name}")
+                                   where=f"{spec.task} {name}", answer_room=answer_room)
                       for name, rows in examples.items()}
             chat = splits["train"].chat
             options = completion_ids(tokenizer, label_names, chat)

@@ -174,9 +174,13 @@ def _cut(tokenizer: Any, text: str, keep: int) -> str:
 
 
 def encode(examples: Sequence[Example], fmt: PromptFormat, tokenizer: Any, max_length: int,
-           *, where: str = "the task") -> Encoded:
+           *, where: str = "the task", answer_room: int | None = None) -> Encoded:
     """Prompt and completion ids of every example; a user text cut where the whole would
-    exceed `max_length` tokens."""
+    exceed `max_length` tokens.
+
+    Every prompt leaves the same `answer_room` tokens for its answer (by default the longest
+    completion of `examples`): a cut that left room for each example's own answer would tell
+    the model, from the prompt's length, how long that answer is (a trace of the label)."""
     chat_form = any(e.messages is not None for e in examples)
     chat = fmt.uses_chat(tokenizer, required=chat_form)
     # A chat template writes its own begin-of-text token where the model wants one; the
@@ -186,9 +190,12 @@ def encode(examples: Sequence[Example], fmt: PromptFormat, tokenizer: Any, max_l
     prompt_ids = [np.asarray(ids, dtype=np.int64)
                   for ids in _ids(tokenizer, prompts, specials=specials)]
     completions = completion_ids(tokenizer, [e.answer for e in examples], chat)
+    if answer_room is None:
+        answer_room = max((len(ids) for ids in completions), default=0)
     truncated = 0
     for i, example in enumerate(examples):
-        room = max_length - len(completions[i])
+        reserved = max(answer_room, len(completions[i]))
+        room = max_length - reserved
         if len(prompt_ids[i]) <= room:
             continue
         truncated += 1
@@ -196,9 +203,9 @@ def encode(examples: Sequence[Example], fmt: PromptFormat, tokenizer: Any, max_l
         keep = room - len(bare)
         if keep < 1:
             raise UserError(
-                f"{where}: example {i + 1} needs {len(bare) + len(completions[i])} tokens for "
-                f"its template and answer alone, more than max_length {max_length} leaves room "
-                f"for; raise max_length or shorten the template.")
+                f"{where}: example {i + 1} needs {len(bare) + reserved} tokens for "
+                f"its template and the longest answer alone, more than max_length {max_length} "
+                f"leaves room for; raise max_length or shorten the template.")
         while True:
             ids = _ids(tokenizer, [render(fmt, example, _cut(tokenizer, example.text, keep),
                                           tokenizer, chat)], specials=specials)[0]

@@ -85,6 +85,27 @@ def test_truncation_cuts_the_text_never_the_template_end_or_the_answer(
     assert encoded.prompt_ids[1].tolist() == short.prompt_ids[0].tolist()
 
 
+@pytest.mark.parametrize("tokenizer_name", ["plain", "chat"])
+def test_a_cut_prompt_says_nothing_of_its_answer(tokenizer_name, plain_tokenizer,
+                                                 chat_tokenizer):
+    """The same long text with a short and a long answer is cut to the same prompt: the
+    prompt's length must not tell the model how long its answer is."""
+    tokenizer = {"plain": plain_tokenizer, "chat": chat_tokenizer}[tokenizer_name]
+    fmt = PromptFormat(TEMPLATE)
+    short_answer, long_answer = "blue", "a longer answer"
+    examples = [Example(LONG, short_answer), Example(LONG, long_answer)]
+    encoded = encode(examples, fmt, tokenizer, 80)
+    assert len(encoded.completion_ids[1]) > len(encoded.completion_ids[0]) + 2
+    assert encoded.prompt_ids[0].tolist() == encoded.prompt_ids[1].tolist()
+    # Alone, the short-answer example is cut by a room set from its own split only: a split
+    # with the long answer in it cuts it shorter, and a room given explicitly is honoured.
+    alone = encode(examples[:1], fmt, tokenizer, 80)
+    assert len(alone.prompt_ids[0]) > len(encoded.prompt_ids[0])
+    roomy = encode(examples[:1], fmt, tokenizer, 80,
+                   answer_room=len(encoded.completion_ids[1]))
+    assert roomy.prompt_ids[0].tolist() == encoded.prompt_ids[0].tolist()
+
+
 def test_truncation_of_a_chat_form_example_cuts_its_last_user_turn(chat_tokenizer):
     turns = ({"role": "user", "content": "hello"}, {"role": "assistant", "content": "red"},
              {"role": "user", "content": LONG})
