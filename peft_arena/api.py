@@ -51,7 +51,7 @@ def plan_cells(
     loaded = load_preset(preset)
     return build_cells(
         loaded,
-        tasks if tasks is not None else loaded.tasks,
+        tasks if tasks is not None else loaded.default_tasks(model),
         strategies if strategies is not None else loaded.strategies,
         seeds if seeds is not None else loaded.seeds,
         Overrides(flags=flags or {}, sets=sets or []),

@@ -13,7 +13,13 @@ Several models in one matrix, each with the strategies and settings that suit it
 
     models:
       minilm: {strategies: {full: {}, lora: {}}}
-      smollm2: {strategies: {lora: {learning_rate: 1e-3}}, defaults: {batch_size: 16}}
+      smollm2: {strategies: {lora: {learning_rate: 1e-3}}, defaults: {batch_size: 16},
+                tasks: [agnews, agnews-gen]}
+
+A model's `tasks` list is the tasks it runs (an encoder has no LM head for a generation
+task); the top-level `tasks` still give each task's settings. Where models list tasks, the
+default matrix is their lists, each model on its own; a task named on the command line that
+no model lists runs on every model.
 
 Named presets live in benchmarks/ (quick, paper, llm); any other YAML file works by path.
 """
@@ -52,6 +58,15 @@ class Preset:
     # The `models:` form: model -> its own strategies and settings (empty: `model` alone).
     models: dict[str, ModelSection] = field(default_factory=dict)
 
+    def default_tasks(self, model: str | None = None) -> list[str]:
+        """The matrix when none is given: the named model's own task list where its section
+        has one, else every task the models list, else the top-level tasks."""
+        if model is not None:
+            section = self.models.get(model)
+            return list(section.tasks) if section and section.tasks else list(self.tasks)
+        listed = [t for section in self.models.values() for t in section.tasks]
+        return list(dict.fromkeys(listed)) if listed else list(self.tasks)
+
 
 @dataclass
 class ModelSection:
@@ -61,6 +76,8 @@ class ModelSection:
     strategies: list[str] = field(default_factory=list)
     strategy_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     defaults: dict[str, Any] = field(default_factory=dict)
+    # The tasks this model runs (empty: every task of the matrix).
+    tasks: list[str] = field(default_factory=list)
 
 
 def _preset_candidates(name: str) -> list[Path]:
@@ -150,10 +167,10 @@ def _model_sections(data: dict[str, Any], origin: Path) -> dict[str, ModelSectio
     sections = {}
     for name, section in _mapping(models, "models", origin).items():
         section = _mapping(section, f"models.{name}", origin)
-        unknown = set(section) - {"strategies", "defaults"}
+        unknown = set(section) - {"strategies", "defaults", "tasks"}
         if unknown:
             raise UserError(f"Preset {origin}: unknown key(s) {', '.join(sorted(unknown))} in "
-                            f"models.{name}; allowed: defaults, strategies.")
+                            f"models.{name}; allowed: defaults, strategies, tasks.")
         strategies = section.get("strategies") or {}
         if isinstance(strategies, list):
             strategies = {s: {} for s in strategies}
@@ -162,8 +179,20 @@ def _model_sections(data: dict[str, Any], origin: Path) -> dict[str, ModelSectio
             strategies=list(strategies),
             strategy_settings={k: _mapping(v, f"models.{name}.strategies.{k}", origin)
                                for k, v in strategies.items()},
-            defaults=_mapping(section.get("defaults"), f"models.{name}.defaults", origin))
+            defaults=_mapping(section.get("defaults"), f"models.{name}.defaults", origin),
+            tasks=_task_list(section.get("tasks"), f"models.{name}.tasks", origin))
     return sections
+
+
+def _task_list(value: Any, where: str, origin: Path) -> list[str]:
+    """A model's tasks: names only; their settings live in the top-level `tasks`, shared by
+    every model that runs them."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(t, str) and t for t in value):
+        raise UserError(f"Preset {origin}: '{where}' must be a list of task names, e.g. "
+                        f"[agnews, agnews-gen]; settings go under the top-level 'tasks'.")
+    return list(dict.fromkeys(value))
 
 
 def resolve_model_path(model: str) -> str:

@@ -137,8 +137,9 @@ def build_cells(
         elif name not in TRAIN_KEYS and not any(name in s.peft_fields() for s in selected):
             raise UserError(unknown_setting_message(name, "--set", selected))
     cells = []
-    for model_name, section, model_strategies in _models_to_run(preset, model, strategy_names):
-        cells += _model_cells(preset, model_name, section, tasks, model_strategies, seeds,
+    for model_name, section, model_tasks, model_strategies in _models_to_run(
+            preset, model, tasks, strategy_names):
+        cells += _model_cells(preset, model_name, section, model_tasks, model_strategies, seeds,
                               overrides, sets)
     return cells
 
@@ -152,21 +153,32 @@ def _family(model: str) -> str | None:
         return None
 
 
-def _models_to_run(preset: Preset, model: str | None, strategy_names: list[str]
-                   ) -> list[tuple[str, ModelSection, list[str]]]:
-    """(model, its preset section, its strategies) for each model of the matrix. A `models:`
-    preset runs each model's own strategies among `strategy_names`; a strategy that no model
-    lists runs on every model. `model` (--model) replaces the preset's models, keeping the
-    section of the same name where there is one."""
+def _models_to_run(preset: Preset, model: str | None, tasks: list[str],
+                   strategy_names: list[str]
+                   ) -> list[tuple[str, ModelSection, list[str], list[str]]]:
+    """(model, its preset section, its tasks, its strategies) for each model of the matrix. A
+    `models:` preset runs each model's own tasks and strategies among `tasks` and
+    `strategy_names`; a task or strategy that no model lists runs on every model. `model`
+    (--model) replaces the preset's models, keeping the section of the same name where there
+    is one, and runs every task and strategy asked for."""
     if model is not None or not preset.models:
         name = model or preset.model
-        return [(name, preset.models.get(name, ModelSection()), strategy_names)]
-    listed = {s for section in preset.models.values() for s in section.strategies}
+        return [(name, preset.models.get(name, ModelSection()), tasks, strategy_names)]
+    listed_strategies = {s for section in preset.models.values() for s in section.strategies}
+    listed_tasks = {t for section in preset.models.values() for t in section.tasks}
     runs = []
     for name, section in preset.models.items():
-        chosen = [s for s in strategy_names if s in section.strategies or s not in listed]
-        if chosen:
-            runs.append((name, section, chosen))
+        chosen = [s for s in strategy_names
+                  if s in section.strategies or s not in listed_strategies]
+        own_tasks = [t for t in tasks
+                     if not section.tasks or t in section.tasks or t not in listed_tasks]
+        if chosen and own_tasks:
+            runs.append((name, section, own_tasks, chosen))
+    if not runs and listed_tasks:
+        raise UserError(f"No model of preset {preset.name!r} runs both a task of "
+                        f"{', '.join(tasks)} and a strategy of {', '.join(strategy_names)}: "
+                        f"each model lists its own (models.<model>.tasks and .strategies); "
+                        f"name others, or one model with --model.")
     return runs
 
 

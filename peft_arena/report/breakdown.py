@@ -217,4 +217,6 @@ def task_section(task: str, frame: pd.DataFrame, summary: pd.DataFrame,
     order = [s for s, n in zip(summary["strategy"], summary["n_seeds"], strict=True) if n > 0]
     parts = [*per_class_section(ok, order, details), *confidence_section(summary),
              *rank_section(ok, details), *phase_section(summary), *hygiene_section(ok, details)]
-    return [f"### {markdown.escape(task)}", "", *parts] if parts else []
+    kinds = frame.loc[frame["task"] == task, "kind"].dropna() if "kind" in frame else []
+    kind = str(kinds.iloc[0]) if len(kinds) else "classification"
+    return [f"### {markdown.escape(task)} ({kind})", "", *parts] if parts else []

@@ -26,7 +26,7 @@ from peft_arena.report.results import (
     sort_summary,
     summarise,
 )
-from peft_arena.report.views import charts, explorer, html_page, plane
+from peft_arena.report.views import charts, explorer, html_page, kinds, plane
 
 LEGEND = (
     "**Bold** = best in its column within the task (highest accuracy, F1 and throughput; "
@@ -488,14 +488,18 @@ def build_report(results_dir: Path, out_dir: Path | None = None, confusion: bool
                                       details=results.details, confusion=confusion)
     # Retention is not a cost: drawn from every record, whatever its hardware.
     chart_paths += plane.write_plane(with_labels, out_dir / charts.CHARTS_SUBDIR, hue="label")
+    # Each way's times from its own records; the chart says when their hardware differs.
+    chart_paths += kinds.write_head_vs_generation(with_labels, out_dir / charts.CHARTS_SUBDIR)
     details = {
         str(task): breakdown.task_section(str(task), with_labels, table, results.details)
         for task, table in summary.groupby("task", sort=True)
     }
     ok = with_labels[with_labels["status"] == "ok"]
     searched = tuning.default_against_tuned(with_labels)
+    both_ways = kinds.comparison_lines(with_labels)
     notes = {str(task): [*tuning.task_lines(str(task), searched),
-                         *breakdown.leak_note(ok[ok["task"] == task], results.details)]
+                         *breakdown.leak_note(ok[ok["task"] == task], results.details),
+                         *both_ways.get(str(task), [])]
              for task in summary["task"].unique()}
     on_hardware = {str(task): hardware.task_hardware_lines(str(task), with_labels)
                    for task in summary["task"].unique()}

@@ -40,14 +40,21 @@ def task_hardware_lines(task: str, frame: pd.DataFrame) -> list[str]:
     lines = [f"Costs above (time, memory, MFU) were measured on **{reference}**; "
              f"{len(others)} other kind(s) of hardware also ran this task. Their costs, each "
              "within its own hardware (accuracy above pools all of them):", "",
-             "| hardware | strategy | seeds | " + " | ".join(c[0] for c in _COLUMNS) + " |",
-             "|" + "---|" * (3 + len(_COLUMNS))]
+             "| hardware | strategy | kind | seeds | " + " | ".join(c[0] for c in _COLUMNS)
+             + " |", "|" + "---|" * (4 + len(_COLUMNS))]
     for kind in others:
         on_kind = rows[rows["hardware"] == kind]
         for label, group in on_kind.groupby("label", sort=True):
             cells = [_value(group, column, fmt) for _, column, fmt in _COLUMNS]
-            lines.append(f"| {kind} | {label} | {len(group)} | " + " | ".join(cells) + " |")
+            lines.append(f"| {kind} | {label} | {_task_kind(group)} | {len(group)} | "
+                         + " | ".join(cells) + " |")
     return [*lines, ""]
+
+
+def _task_kind(rows: pd.DataFrame) -> str:
+    # Records made before generation tasks existed are classification.
+    kinds = rows["kind"].dropna() if "kind" in rows else pd.Series(dtype=object)
+    return str(kinds.iloc[0]) if len(kinds) else "classification"
 
 
 def is_mixed(frame: pd.DataFrame) -> bool:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from peft_arena.report import markdown
 
-COLUMNS = ["task", "strategy", "default_accuracy", "tuned_accuracy", "gain", "budget",
+COLUMNS = ["task", "kind", "strategy", "default_accuracy", "tuned_accuracy", "gain", "budget",
            "trials_s", "settings", "n_default", "n_tuned"]
 
 
@@ -36,6 +36,9 @@ def default_against_tuned(frame: pd.DataFrame) -> pd.DataFrame:
         default_accuracy = default["accuracy"].mean() if len(default) else math.nan
         rows.append({
             "task": task, "strategy": label, "default_accuracy": default_accuracy,
+            # Records made before generation tasks existed are classification.
+            "kind": tuned["kind"].dropna().iloc[0] if tuned["kind"].notna().any()
+            else "classification",
             "tuned_accuracy": tuned["accuracy"].mean(),
             "gain": tuned["accuracy"].mean() - default_accuracy,
             "budget": int(tuned["tune_budget"].iloc[0]),
@@ -57,8 +60,9 @@ def task_lines(task: str, table: pd.DataFrame) -> list[str]:
     if mine.empty:
         return []
     budgets = sorted(set(mine["budget"]))
-    headers = ["strategy", "default", "tuned", "gain (pts)", "search s", "chosen settings"]
-    rows = [[row.strategy, _accuracy(row.default_accuracy), _accuracy(row.tuned_accuracy),
+    headers = ["strategy", "kind", "default", "tuned", "gain (pts)", "search s",
+               "chosen settings"]
+    rows = [[row.strategy, row.kind, _accuracy(row.default_accuracy), _accuracy(row.tuned_accuracy),
              markdown.DASH if not math.isfinite(row.gain) else f"{100 * row.gain:+.1f}",
              f"{row.trials_s:.0f}", str(row.settings or markdown.DASH)]
             for row in mine.itertuples()]

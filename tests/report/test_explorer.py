@@ -147,6 +147,8 @@ def _drawn(page) -> dict[str, Any]:
 @pytest.mark.slow
 def test_explorer_in_a_browser_matches_the_records(browser, tmp_path: Path) -> None:
     results = _matrix(tmp_path / "results")
+    # A generation cell beside the classification ones: the kind filter has two values.
+    write(results, make_record("agnews-gen", "lora", 0, 0.81))
     report.build_report(results)
     records = _records(results)
     page = browser.new_page(viewport={"width": 1300, "height": 1000})
@@ -165,16 +167,36 @@ def test_explorer_in_a_browser_matches_the_records(browser, tmp_path: Path) -> N
         cell: (x, pytest.approx(y)) for cell, (_, x, y) in expected.items()}
     assert set(drawn["front"]) == _pareto(expected, "min", "max")
 
-    # Filter: leave agnews out.
-    page.locator('#explorer-filters input[data-filter="task"][value="agnews"]').uncheck()
+    def board() -> list[dict[str, str]]:
+        return page.evaluate("""() => {
+            const table = document.getElementById("board-table");
+            const head = [...table.tHead.rows[0].cells].map((c) => c.textContent);
+            return [...table.tBodies[0].rows].map((r) => Object.fromEntries(
+                [...r.cells].map((c, i) => [head[i], c.textContent])));
+        }""")
+
+    # Filter by kind: generation out leaves the classification cells, on the board too.
+    kind = '#explorer-filters input[data-filter="kind"][value="generation"]'
+    page.locator(kind).uncheck()
+    classification = {cell for cell, r in records.items()
+                      if r.get("task_kind", "classification") == "classification"}
+    assert classification and set(_drawn(page)["points"]) == classification
+    assert {row["kind"] for row in board()} == {"classification"}
+    page.locator(kind).check()
+    assert set(_drawn(page)["points"]) == set(expected)
+    assert {(row["task"], row["kind"]) for row in board()} >= {("agnews-gen", "generation")}
+
+    # Filter: leave agnews (both kinds) out.
+    for task in ("agnews", "agnews-gen"):
+        page.locator(f'#explorer-filters input[data-filter="task"][value="{task}"]').uncheck()
     imdb = {cell: point for cell, point in expected.items() if point[0] == "imdb"}
     assert set(_drawn(page)["points"]) == set(imdb)
     # The explorer's leaderboard follows the filter: one row per imdb strategy, with its rank.
-    board = page.eval_on_selector_all("#board-table tbody tr", "rows => rows.map("
-                                      "r => [...r.cells].map(c => c.textContent))")
     strategies = {records[cell]["spec"]["strategy"] for cell in imdb}
-    assert {row[1] for row in board} == strategies and {row[0] for row in board} == {"imdb"}
-    assert all(row[3][0].isdigit() for row in board)  # "1 (1–2)": a rank for every row
+    assert {row["strategy"] for row in board()} == strategies
+    assert {(row["task"], row["kind"]) for row in board()} == {("imdb", "classification")}
+    # "1 (1–2)": a rank for every row
+    assert all(row["rank (95%)"][0].isdigit() for row in board())
 
     # Switch the axes: training time (lower is better) against macro F1 (higher is better).
     page.select_option("#axis-x", "train_s")

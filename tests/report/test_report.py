@@ -318,7 +318,7 @@ def test_paired_bootstrap_of_identical_outcomes_is_exactly_zero() -> None:
 
 def test_per_class_f1_section_matches_the_records(built: report.ReportResult) -> None:
     markdown = leaderboard(built)
-    section = markdown.split("### agnews\n", 1)[1].split("\n### ", 1)[0]
+    section = markdown.split("### agnews (classification)\n", 1)[1].split("\n### ", 1)[0]
     rows = [line for line in section.splitlines() if line.startswith("| ")]
     headers = [c.strip() for c in rows[0].strip("|").split("|")]
     assert headers == ["class", "full", "lora", "ia3"]  # best strategy first, failed left out
@@ -353,7 +353,7 @@ def test_many_classes_list_only_the_worst_ten(tmp_path: Path, monkeypatch) -> No
 
 def test_confidence_section_shows_the_recorded_summary(built: report.ReportResult) -> None:
     markdown = leaderboard(built)
-    section = markdown.split("### imdb\n", 1)[1]
+    section = markdown.split("### imdb (classification)\n", 1)[1]
     line = next(x for x in section.splitlines() if x.startswith("| lora |") and "%" in x)
     cells = [c.strip() for c in line.strip("|").split("|")]
     summaries = []

@@ -79,6 +79,8 @@ TRADEOFFS: tuple[Tradeoff, ...] = (
 )
 # A point's shape names its model when a folder holds several (its colour, the strategy).
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P")
+# report/views/kinds.py: a task's head against its `-gen` twin's generated label.
+HEAD_VS_GENERATION = "head_vs_generation"
 CURVE_PANELS = (("train_loss", "training loss"), ("val_loss", "validation loss"),
                 ("val_accuracy", "validation accuracy"))
 
@@ -88,6 +90,8 @@ def chart_title(name: str) -> str:
     for chart in (*CHARTS, *TRADEOFFS):
         if chart.name == name:
             return chart.title
+    if name == HEAD_VS_GENERATION:
+        return "Head against generated label"
     if name.startswith("curves_"):
         return f"Training curves: {name.removeprefix('curves_')}"
     if "__" in name:

@@ -27,8 +27,8 @@ from peft_arena.report.results import PHASES, CellDetail
 
 ASSETS = "explorer_assets"
 # What a point is filtered by; "strategy" is the report's label (strategy@hash where a task
-# ran one strategy under several configs).
-FILTERS = ("task", "model", "strategy", "hardware", "seed")
+# ran one strategy under several configs); "kind", classification or generation.
+FILTERS = ("task", "kind", "model", "strategy", "hardware", "seed")
 # Numbers that name a cell rather than measure it.
 NOT_AXES = {"seed", "git_dirty"}
 DEFAULT_AXES = ("trainable", "accuracy")
@@ -141,11 +141,18 @@ BOARD_COLUMNS = (("accuracy", "accuracy_mean"), ("accuracy_std", "accuracy_std")
                  ("train_s", "train_s_mean"), ("cka", "cka_mean"), ("n_seeds", "n_seeds"))
 
 
+def kind_of(row: pd.Series) -> str:
+    """A row's task kind; rows read from records made before generation tasks existed are
+    classification."""
+    kind = row.get("kind")
+    return kind if isinstance(kind, str) else "classification"
+
+
 def _board(summary: pd.DataFrame) -> list[dict[str, Any]]:
     rows = []
     for _, row in summary.iterrows():
         rows.append({
-            "task": str(row["task"]), "strategy": str(row["strategy"]),
+            "task": str(row["task"]), "kind": kind_of(row), "strategy": str(row["strategy"]),
             "model": None if pd.isna(row["model"]) else str(row["model"]),
             **{key: row.get(column) for key, column in BOARD_COLUMNS},
         })
@@ -168,6 +175,7 @@ def build_payload(frame: pd.DataFrame, summary: pd.DataFrame, details: dict[str,
             "cell_id": cell_id,
             **{name: (None if pd.isna(row[name]) else str(row[name]))
                for name in ("task", "model", "hardware", "precision")},
+            "kind": kind_of(row),
             "strategy": str(row["label"]),
             "seed": None if pd.isna(row["seed"]) else int(row["seed"]),
             "values": {name: row[name] for name in columns},

@@ -229,12 +229,12 @@
 
   function drawParetoTable(front) {
     const table = document.getElementById("pareto-table");
-    const head = ["task", "strategy", "seed", label(state.x), label(state.y), "record"];
+    const head = ["task", "kind", "strategy", "seed", label(state.x), label(state.y), "record"];
     table.tHead.replaceChildren(el("tr", {}, ...head.map((h) => el("th", { text: h }))));
     const rows = [...front].sort((a, b) => a.task.localeCompare(b.task) || a.x - b.x);
     table.tBodies[0].replaceChildren(...rows.map((p) => el("tr", { "data-cell": p.row.cell_id },
-      el("td", { text: p.task }), el("td", { text: p.row.strategy }),
-      el("td", { text: String(p.row.seed) }), el("td", { text: fmtColumn(state.x, p.x) }),
+      el("td", { text: p.task }), el("td", { text: filterValue(p.row, "kind") }),
+      el("td", { text: p.row.strategy }), el("td", { text: String(p.row.seed) }), el("td", { text: fmtColumn(state.x, p.x) }),
       el("td", { text: fmtColumn(state.y, p.y) }),
       el("td", {}, el("a", { href: p.row.record, text: p.row.cell_id + ".json" })))));
     makeSortable(table);
@@ -253,14 +253,15 @@
 
   function drawBoard() {
     const table = document.getElementById("board-table");
-    const kept = (row) => ["task", "model", "strategy"].every((name) =>
+    const kept = (row) => ["task", "kind", "model", "strategy"].every((name) =>
       !state.filters[name] || state.filters[name].has(filterValue(row, name)));
-    const head = ["task", "strategy", "accuracy", "rank (95%)", "tier", label("trainable"),
-                  label("peak_mb"), label("train_s"), "CKA", "seeds"];
+    const head = ["task", "kind", "strategy", "accuracy", "rank (95%)", "tier",
+                  label("trainable"), label("peak_mb"), label("train_s"), "CKA", "seeds"];
     table.tHead.replaceChildren(el("tr", {}, ...head.map((h) => el("th", { text: h }))));
     const rows = (data.board || []).filter(kept);
     table.tBodies[0].replaceChildren(...rows.map((row) => el("tr", {},
-      el("td", { text: row.task }), el("td", { text: row.strategy }),
+      el("td", { text: row.task }), el("td", { text: filterValue(row, "kind") }),
+      el("td", { text: row.strategy }),
       el("td", { text: fmtColumn("accuracy", row.accuracy) +
         (row.n_seeds > 1 && finite(row.accuracy_std) ? " ± " + row.accuracy_std.toFixed(3) : "") }),
       el("td", { text: rankText(row) }), el("td", { text: finite(row.tier) ? String(row.tier) : "—" }),
@@ -309,7 +310,7 @@
     settings.append(sdl);
     return el("div", { class: "cell-card", "data-cell": row.cell_id },
       el("h3", { text: row.strategy + " · " + row.task + " · seed " + row.seed }),
-      el("div", { class: "hint", text: [row.model, row.hardware, row.precision]
+      el("div", { class: "hint", text: [row.kind, row.model, row.hardware, row.precision]
         .filter(Boolean).join(" · ") }),
       dl, phases, settings, el("div", {}, el("a", { href: row.record, text: "record (JSON)" })));
   }
