@@ -15,13 +15,11 @@ greedy decoding of the test prompts, parsed into labels.
 - `tuned`: what a speed-minded user changes, as far as it stays exact: no gradient
   checkpointing (a memory tool that recomputes the forward), `train_sampling_strategy=
   "group_by_length"` (transformers 5's length grouping; TRL has no option of its own), bf16
-  only where peft-arena's `auto` measures it faster. Not padding-free or packing: TRL's
-  padding-free batch is one row with restarting position ids, which only the varlen
-  flash-attention kernels read natively (SFTConfig's docs); with SDPA, transformers 5 turns
-  such position ids into a dense block-diagonal mask, which is exact but computes attention
-  over the whole flattened batch (32 rows of ~100 tokens: as much attention work as all the
-  linear layers together), and packing to `max_length` changes how many examples an
-  optimizer step sees.
+  only where peft-arena's `auto` measures it faster. Not padding-free, nor packing (TRL's
+  `bfd` packing turns padding-free on): a padding-free batch is one row of the examples side
+  by side with restarting position ids, which only flash attention's varlen kernels read
+  (SFTConfig's docs); with SDPA on CPU attention crosses the examples, and the loss is not
+  the padded batch's (tests/benchmarks/test_sft_recipes.py checks that it differs).
 """
 
 from __future__ import annotations

@@ -195,7 +195,9 @@ def run_side(side: str, spec: CellSpec, data_dir) -> Outcome:
     finally:
         os.unlink(handle.name)
     if done.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+        # A negative status is a signal: -9 is most often the kernel's out-of-memory killer.
+        raise SystemExit(f"{side} failed (exit status {done.returncode}):\n"
+                         f"{done.stderr[-3000:]}")
     return Outcome(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 

@@ -101,3 +101,28 @@ def test_a_prompt_the_tokenizer_starts_with_bos_is_handed_to_trl_without_it(
     assert rows["completion"][0] == " " + data.train.answers[0]
     assert np.array_equal(data.tokenizer(rows["prompt"][0])["input_ids"],
                           data.train.prompt_ids[0])
+
+
+def test_trls_padding_free_batch_is_not_exact_with_sdpa_so_the_tuned_recipe_pads():
+    """Why the tuned recipe neither packs nor goes padding-free: with SDPA (no flash
+    attention on CPU) the flattened row's attention crosses examples."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from tests.support.generation import make_chat_tokenizer, random_llama
+
+    tokenizer = make_chat_tokenizer()
+    model = random_llama(tokenizer, "sdpa").eval()
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for length in (7, 12, 5, 9):
+        ids = torch.randint(3, len(tokenizer), (length,), generator=generator).tolist()
+        rows.append({"input_ids": ids, "labels": [-100] * (length - 3) + ids[-3:]})
+
+    def loss(padding_free: bool) -> torch.Tensor:
+        batch = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id,
+                                                padding_free=padding_free)(rows)
+        keys = ("input_ids", "attention_mask", "position_ids", "labels")
+        with torch.no_grad():
+            return model(**{k: v for k, v in batch.items() if k in keys}).loss
+
+    assert not torch.allclose(loss(True), loss(False), rtol=1e-3)
