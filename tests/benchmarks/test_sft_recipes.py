@@ -126,3 +126,18 @@ def test_trls_padding_free_batch_is_not_exact_with_sdpa_so_the_tuned_recipe_pads
             return model(**{k: v for k, v in batch.items() if k in keys}).loss
 
     assert not torch.allclose(loss(True), loss(False), rtol=1e-3)
+
+
+def test_a_generative_benchmark_without_trl_is_one_line_and_exit_2(monkeypatch, capsys):
+    import importlib.util
+
+    speed = pytest.importorskip("benchmarks.speed")
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "trl" else find_spec(name, *args))
+    monkeypatch.setattr("sys.argv", ["speed.py", "--model", "smollm2", "--task", "agnews-gen"])
+    with pytest.raises(SystemExit) as exited:
+        speed.main()
+    assert exited.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trl is not installed" in err and ".[bench]" in err
