@@ -11,6 +11,11 @@ seed and optimizer (AdamW, fused, the head at its own rate when the cell sets on
   exactly where peft-arena's `auto` precision picks it, the same evaluation batch size.
 - `arena`: peft-arena's own cell (see docs/speed.md).
 
+A generative task (`--task agnews-gen`) compares against TRL's `SFTTrainer` instead, the
+usual way and the tuned way (benchmarks/sft_recipes.py; TRL is the `bench` extra:
+`pip install -e ".[bench]"`), on the same prompt -> completion rows, every side scored by
+the cell's greedy decoding; its ratios are of training time (see docs/speed.md).
+
 Each side runs in a fresh process, and the sides alternate seed by seed so that machine noise
 hits all of them alike. Each is timed from reading the task's files to test metrics.
 peft-arena's on-disk caches (token ids, the machine's matmul peaks) stay as a user's would:
@@ -19,12 +24,15 @@ warm after the first run of the same texts or machine (tokenizing is under 1 s a
     python benchmarks/speed.py --quick --data-dir ../shared/data
     python benchmarks/speed.py --tasks imdb,agnews,banking77 --strategies full,lora,ia3 \
         --seeds 0,1 --data-dir ../shared/data
+    python benchmarks/speed.py --model smollm2 --task agnews-gen --train-samples 400 \
+        --test-samples 200 --seeds 0,1 --data-dir ../shared/data
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import json
 import os
 import platform
@@ -47,6 +55,7 @@ from peft_arena import api
 from peft_arena.cell.entry import run_cell
 from peft_arena.common.cpu_features import cpu_model
 from peft_arena.config.spec import CellSpec
+from peft_arena.config.tasks import resolve_task
 from peft_arena.data.loading import load_cell_data, resolve_data_dir
 from peft_arena.measure.metrics import classification_metrics
 from peft_arena.model.loading import load_model, load_tokenizer
@@ -147,13 +156,31 @@ def run_trainer(spec: CellSpec, data_dir, tuned: bool) -> Outcome:
     return Outcome(time.perf_counter() - began, accuracy, None, train_seconds, test_seconds)
 
 
+def is_generative(spec: CellSpec) -> bool:
+    return resolve_task(spec.task_source).kind == "generation"
+
+
 def run_arena(spec: CellSpec, data_dir) -> Outcome:
     began = time.perf_counter()
     record = run_cell(spec, data_dir)
     mfu = (record.get("compute") or {}).get("mfu")
     phases = record["time"]["phases"]
+    if is_generative(spec):
+        # The training loop alone (its validation pass, decoding the validation split, is
+        # timed apart; the TRL sides validate nothing), and the test split's decoding.
+        return Outcome(time.perf_counter() - began, record["metrics"]["accuracy"], mfu,
+                       phases["train_s"], phases["decode_s"])
     return Outcome(time.perf_counter() - began, record["metrics"]["accuracy"], mfu,
                    phases["train_s"] + phases.get("validate_s", 0.0), phases["eval_s"])
+
+
+def run_peer(spec: CellSpec, data_dir, tuned: bool) -> Outcome:
+    """The Trainer recipe of a classification task, TRL's SFTTrainer of a generative one."""
+    if not is_generative(spec):
+        return run_trainer(spec, data_dir, tuned)
+    from sft_recipes import run_sft  # benchmarks/ is the script's own folder
+
+    return Outcome(**run_sft(spec, data_dir, tuned))
 
 
 def run_side(side: str, spec: CellSpec, data_dir) -> Outcome:
@@ -168,7 +195,9 @@ def run_side(side: str, spec: CellSpec, data_dir) -> Outcome:
     finally:
         os.unlink(handle.name)
     if done.returncode != 0:
-        raise SystemExit(f"{side} failed:\n{done.stderr[-3000:]}")
+        # A negative status is a signal: -9 is most often the kernel's out-of-memory killer.
+        raise SystemExit(f"{side} failed (exit status {done.returncode}):\n"
+                         f"{done.stderr[-3000:]}")
     return Outcome(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -193,14 +222,21 @@ def benchmark(specs: list[CellSpec], data_dir, repeats: int, sides: tuple[str, .
         values = [getattr(o, field) for o in outcomes[side] if getattr(o, field) is not None]
         return f"{statistics.median(values):.1f}" if values else "?"
 
-    parts = [f"{side} {times[side]:6.1f} s (train {median_of(side, 'train_seconds')}, test "
+    tested = "decode" if is_generative(specs[0]) else "test"
+    parts = [f"{side} {times[side]:6.1f} s (train {median_of(side, 'train_seconds')}, {tested} "
              f"{median_of(side, 'test_seconds')}) acc {statistics.mean(accuracy[side]):.4f}"
              f"{_spread(accuracy[side])}" for side in sides]
+    spec = specs[0]
+    if is_generative(spec):  # the training loops compared (see run_arena)
+        times = {s: statistics.median(o.train_seconds for o in runs)
+                 for s, runs in outcomes.items()}
     ratios = [f"{side}/arena {times[side] / times['arena']:5.2f}x" for side in sides
               if side != "arena" and "arena" in times]
-    spec = specs[0]
     print(f"{spec.task:10} {spec.strategy:5} | " + " | ".join(parts) + f" | MFU {mfu} | "
           + "  ".join(ratios), flush=True)
+    if is_generative(spec):
+        for ratio in ratios:
+            print(f"{spec.task} {spec.strategy} training time {ratio}", flush=True)
 
 
 def main() -> None:
@@ -230,7 +266,7 @@ def main() -> None:
         spec = CellSpec.from_dict(json.loads(Path(args.spec).read_text()))
         data_dir = resolve_data_dir(args.data_dir or None)
         side = run_arena(spec, data_dir) if args.side == "arena" \
-            else run_trainer(spec, data_dir, tuned=args.side == "tuned")
+            else run_peer(spec, data_dir, tuned=args.side == "tuned")
         print(json.dumps(dataclasses.asdict(side)))
         return
     if args.quick:
@@ -238,6 +274,12 @@ def main() -> None:
             setattr(args, name, value)
         args.repeats = 1
     data_dir = resolve_data_dir(args.data_dir)
+    generative = [task for task in args.tasks.split(",") if resolve_task(task).kind == "generation"]
+    if generative and importlib.util.find_spec("trl") is None:
+        print(f"{', '.join(generative)}: a generative task is compared against TRL's "
+              f"SFTTrainer, and trl is not installed; run pip install -e \".[bench]\".",
+              file=sys.stderr)
+        raise SystemExit(2)
     seeds = [int(seed) for seed in args.seeds.split(",")]
     sides = tuple(side for side in SIDES if side in args.sides.split(","))
     threads = os.environ.get("OMP_NUM_THREADS")
