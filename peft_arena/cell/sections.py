@@ -53,8 +53,11 @@ def with_estimate_check(tools: dict[str, Any], memory: dict[str, Any],
                         rss_baseline: dict[str, int | None]) -> dict[str, Any]:
     """The memory tools with the estimate checked against the measured peak: CPU cells of one
     process only (on GPU the torch peaks say more)."""
+    in_use = ((memory.get("timeline") or {}).get("stats") or {}).get("in_use_bytes") or {}
     check = (cpu_estimate_check(tools["estimate"]["total_bytes"], memory["peak_bytes"],
-                                rss_baseline.get("baseline_rss_bytes"))
+                                rss_baseline.get("baseline_rss_bytes"),
+                                max_in_use_bytes=in_use.get("max"),
+                                baseline_in_use_bytes=rss_baseline.get("baseline_in_use_bytes"))
              if memory.get("source") == "cpu_rss" and len(rank_peaks) <= 1 else None)
     return {**tools, "estimate_check": check}
 
