@@ -35,10 +35,19 @@ def memory_tools(spec: CellSpec, setup: Setup, inputs: Inputs, built: Built,
     frozen = sorted({"nf4" if is_four_bit(p) else
                      str(p.dtype).removeprefix("torch.")
                      for p in model.parameters() if not p.requires_grad})
+    # The estimate of the batches this cell trained on: its longest sequence and, for a
+    # generative task, its longest completion (the positions that carry the loss).
+    train = inputs.splits["train"]
+    completions = getattr(train, "completion_ids", None)
+    longest_completion = (max((len(ids) for ids in completions), default=0)
+                          if completions is not None else 0)
     # A free-text generative task has no labels; the estimate wants a head's width.
-    estimate = estimate_cell_memory(spec, max(1, len(inputs.label_names)), on_gpu=setup.on_gpu,
-                                    batch_size=used.batch_size,
-                                    trust_remote_code=trust_remote_code)
+    estimate = estimate_cell_memory(
+        spec, max(1, len(inputs.label_names)), on_gpu=setup.on_gpu,
+        batch_size=used.batch_size, trust_remote_code=trust_remote_code,
+        generative=completions is not None,
+        length=int(max(train.lengths)) if len(train.lengths) else None,
+        completion_tokens=longest_completion or None)
     return {"batch_size": used.batch_size,
             "gradient_accumulation_steps": used.accumulation_steps,
             "effective_batch_size": used.effective * setup.accelerator.num_processes,
