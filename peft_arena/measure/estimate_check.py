@@ -14,9 +14,11 @@ The resident peak also holds what glibc's allocator keeps after tensors are free
 blocks up to 32 MiB from its heap once one that size was freed, and a heap holed by freed
 activations keeps its pages. On SmolLM2 that slack is hundreds of MiB, more than the
 estimate's errors. So the cell also samples the memory in use (the memory timeline's
-`in_use_bytes`, every 50 ms): the bytes malloc has handed out and not taken back (glibc's
-mallinfo2), plus the resident file pages (a memory-mapped safetensors file's weights count
-there, not in malloc). Its maximum above the same baseline is the check's `in_use_error`:
+`in_use_bytes`, every 50 ms): the resident memory less the free blocks malloc keeps in its
+heaps (glibc's mallinfo2; its top block is left in, as it may never have been touched). So
+it counts what malloc handed out, and also what it did not: a memory-mapped safetensors
+file's weights, and their copy-on-write pages once full fine-tuning updates them. Its
+maximum above the same baseline is the check's `in_use_error`:
 
     in_use_error = (estimate - (max in_use - baseline in_use)) / (max in_use - baseline in_use)
 
@@ -65,19 +67,17 @@ def _mallinfo2() -> Callable[[], _MallInfo2] | None:
 
 
 def in_use_reader() -> Callable[[], int] | None:
-    """A function returning the memory this process has in use now (module docstring):
-    malloc's bytes handed out, on its heaps and in its own mappings, plus the resident file
-    pages; None where glibc or /proc/self/statm is missing."""
+    """A function returning the memory this process has in use now (module docstring): the
+    resident memory less malloc's free blocks outside its top one; None where glibc or
+    /proc/self/statm is missing."""
     mallinfo = _mallinfo2()
     if mallinfo is None or current_rss_bytes() is None:
         return None
-    page = os.sysconf("SC_PAGE_SIZE")
 
     def read() -> int:
         info = mallinfo()
-        with open("/proc/self/statm", "rb") as statm:
-            shared_pages = int(statm.read().split()[2])  # resident file-backed pages
-        return int(info.uordblks + info.hblkhd) + shared_pages * page
+        resident = current_rss_bytes() or 0
+        return resident - int(info.fordblks - info.keepcost)
 
     return read
 
