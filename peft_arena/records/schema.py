@@ -144,6 +144,11 @@ class EstimatedMemory(TypedDict, total=False):
     activations_bytes: int
     activations_checkpointed_bytes: int
     gradient_checkpointing: bool
+    # absent in older records
+    logits_bytes: int
+    dequantized_bytes: int
+    loading_bytes: int  # QLoRA's load; the total is the larger of it and training's
+    length: int  # the sequence length the activations are of
     total_bytes: int
 
 
