@@ -240,6 +240,7 @@ class Cell:
         # After the peak is read: the base model it may load is the measurement's, not the
         # cell's, and only the first cell of a model loads it (the rest read the cache).
         retained = self.retain(setup, inputs, built)
+        timeline_report = timeline.report()
         # Provenance asks git and the package metadata, which can take a noticeable part of a
         # second on a fresh checkout: timed with the measurements, so the phases add up.
         with self.timer.phase("measure"):
@@ -257,9 +258,10 @@ class Cell:
             time=sections.times(self.timer, trained, tested),
             memory={**memory, "batch_size": self.spec.batch_size,
                     "max_length": self.spec.max_length, **self.rss_baseline,
-                    "timeline": timeline.report()},
-            memory_tools=sections.with_estimate_check(measured.memory_tools, memory, rank_peaks,
-                                                       self.rss_baseline),
+                    "timeline": timeline_report},
+            memory_tools=sections.with_estimate_check(
+                measured.memory_tools, {**memory, "timeline": timeline_report}, rank_peaks,
+                self.rss_baseline),
             compute=measured.compute, history=trained.history, best_step=trained.best_step,
             stopped_early=trained.stopped_early,
             strategy_state=strategy_state,

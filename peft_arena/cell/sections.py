@@ -35,10 +35,19 @@ def memory_tools(spec: CellSpec, setup: Setup, inputs: Inputs, built: Built,
     frozen = sorted({"nf4" if is_four_bit(p) else
                      str(p.dtype).removeprefix("torch.")
                      for p in model.parameters() if not p.requires_grad})
+    # The estimate of the batches this cell trained on: its longest sequence and, for a
+    # generative task, its longest completion (the positions that carry the loss).
+    train = inputs.splits["train"]
+    completions = getattr(train, "completion_ids", None)
+    longest_completion = (max((len(ids) for ids in completions), default=0)
+                          if completions is not None else 0)
     # A free-text generative task has no labels; the estimate wants a head's width.
-    estimate = estimate_cell_memory(spec, max(1, len(inputs.label_names)), on_gpu=setup.on_gpu,
-                                    batch_size=used.batch_size,
-                                    trust_remote_code=trust_remote_code)
+    estimate = estimate_cell_memory(
+        spec, max(1, len(inputs.label_names)), on_gpu=setup.on_gpu,
+        batch_size=used.batch_size, trust_remote_code=trust_remote_code,
+        generative=completions is not None,
+        length=int(max(train.lengths)) if len(train.lengths) else None,
+        completion_tokens=longest_completion or None)
     return {"batch_size": used.batch_size,
             "gradient_accumulation_steps": used.accumulation_steps,
             "effective_batch_size": used.effective * setup.accelerator.num_processes,
@@ -53,8 +62,11 @@ def with_estimate_check(tools: dict[str, Any], memory: dict[str, Any],
                         rss_baseline: dict[str, int | None]) -> dict[str, Any]:
     """The memory tools with the estimate checked against the measured peak: CPU cells of one
     process only (on GPU the torch peaks say more)."""
+    in_use = ((memory.get("timeline") or {}).get("stats") or {}).get("in_use_bytes") or {}
     check = (cpu_estimate_check(tools["estimate"]["total_bytes"], memory["peak_bytes"],
-                                rss_baseline.get("baseline_rss_bytes"))
+                                rss_baseline.get("baseline_rss_bytes"),
+                                max_in_use_bytes=in_use.get("max"),
+                                baseline_in_use_bytes=rss_baseline.get("baseline_in_use_bytes"))
              if memory.get("source") == "cpu_rss" and len(rank_peaks) <= 1 else None)
     return {**tools, "estimate_check": check}
 

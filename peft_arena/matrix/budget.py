@@ -15,10 +15,12 @@ import torch
 
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
-from peft_arena.config.tasks import resolve_task
+from peft_arena.config.tasks import PLACEHOLDER, resolve_task
 from peft_arena.data.loading import load_cell_data
+from peft_arena.generation.prompts import PromptFormat, completion_ids
 from peft_arena.measure.params import count_parameters
 from peft_arena.model.heads import causal_lm_skeleton, check_classifiable, load_config, skeleton
+from peft_arena.model.loading import load_tokenizer
 from peft_arena.strategies import load_strategies
 from peft_arena.train.memory_estimate import MemoryEstimate, estimate_cell_memory
 
@@ -95,14 +97,37 @@ def plan_parameters(cells: list[CellSpec], data_dir: str | Path | None = None
     return result
 
 
+def _longest_label_completion(spec: CellSpec, data_dir: str | Path | None) -> int | None:
+    """A generative label task's longest answer in tokens, eos included, as the cell
+    renders it; None for a free-text task (its answers' lengths are the data's)."""
+    task = resolve_task(spec.task_source)
+    if task.answers_text:
+        return None
+    names = list(task.labels) if task.labels else load_cell_data(spec, data_dir).label_names
+    tokenizer = load_tokenizer(spec.model)
+    chat = PromptFormat(task.prompt or PLACEHOLDER, task.system,
+                        task.chat_template).uses_chat(tokenizer)
+    return max(len(ids) for ids in completion_ids(tokenizer, names, chat))
+
+
 def plan_memory(cells: list[CellSpec], data_dir: str | Path | None = None
                 ) -> list[MemoryEstimate]:
-    """The training-memory estimate of each cell, in order (peft_arena.train.memory_estimate)."""
+    """The training-memory estimate of each cell, in order (peft_arena.train.memory_estimate).
+    A generative cell's loss positions are its longest label's tokens per row; a free-text
+    task's are every position, an upper bound."""
     labels = _LabelCounts(data_dir)
+    completions: dict[tuple[str, str], int | None] = {}
     estimates: dict[str, MemoryEstimate] = {}
     for spec in cells:  # seeds of one configuration share an estimate
-        if spec.config_hash() not in estimates:
-            estimates[spec.config_hash()] = estimate_cell_memory(spec, labels.of(spec))
+        if spec.config_hash() in estimates:
+            continue
+        generative = resolve_task(spec.task_source).is_generation
+        key = (spec.model, spec.task_source)
+        if generative and key not in completions:
+            completions[key] = _longest_label_completion(spec, data_dir)
+        estimates[spec.config_hash()] = estimate_cell_memory(
+            spec, labels.of(spec), generative=generative,
+            completion_tokens=completions.get(key) if generative else None)
     return [estimates[spec.config_hash()] for spec in cells]
 
 

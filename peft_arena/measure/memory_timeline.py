@@ -6,6 +6,8 @@ What is sampled:
 
 - always `rss_bytes`: the resident set of this process (/proc/self/statm on Linux; psutil
   elsewhere, where installed);
+- with glibc, `in_use_bytes`: malloc's bytes in use plus the resident file pages, what the
+  memory estimate is checked against on CPU (measure.estimate_check);
 - on a GPU, through the cell's `GpuMemoryPoller` (its NVML handle, not a second one):
   `device_bytes` (the device's used memory, which counts the CUDA context and other
   processes, see measure.memory), and torch's `torch_allocated_bytes` / `torch_reserved_bytes`.
@@ -29,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from peft_arena.measure.estimate_check import in_use_reader
 from peft_arena.measure.timing import PhaseTimer
 
 DEFAULT_INTERVAL_S = 0.05  # 20 samples a second: a phase of a few seconds gets dozens
@@ -119,6 +122,9 @@ class MemoryTimeline:
         rss = rss_reader()
         if rss is not None:
             readers["rss_bytes"] = rss
+        in_use = in_use_reader()
+        if in_use is not None and poller is None:
+            readers["in_use_bytes"] = in_use
         return readers
 
     @property

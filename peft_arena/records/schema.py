@@ -91,6 +91,7 @@ class Memory(TypedDict, total=False):
     # no data or model yet) and the lifetime peak then; absent in older records
     baseline_rss_bytes: int | None
     peak_rss_at_baseline_bytes: int | None
+    baseline_in_use_bytes: int | None  # memory in use then (glibc only; measure.estimate_check)
 
 
 class MemoryStats(TypedDict):
@@ -125,6 +126,11 @@ class EstimateCheck(TypedDict, total=False):
     measured_bytes: int  # peak_bytes - baseline_rss_bytes
     baseline_rss_bytes: int
     error: float  # (estimate - measured) / measured
+    # the most memory in use above its baseline (glibc only): the tensors without the
+    # allocator's slack, and the estimate's error against it
+    in_use_bytes: int
+    baseline_in_use_bytes: int
+    in_use_error: float
 
 
 class EstimatedMemory(TypedDict, total=False):
@@ -138,6 +144,11 @@ class EstimatedMemory(TypedDict, total=False):
     activations_bytes: int
     activations_checkpointed_bytes: int
     gradient_checkpointing: bool
+    # absent in older records
+    logits_bytes: int
+    dequantized_bytes: int
+    loading_bytes: int  # QLoRA's load; the total is the larger of it and training's
+    length: int  # the sequence length the activations are of
     total_bytes: int
 
 

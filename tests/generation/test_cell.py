@@ -10,6 +10,7 @@ from peft_arena.cell.entry import run_cell
 from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import load_task_file
+from peft_arena.matrix.budget import plan_memory
 from tests.support.records import undeclared
 from tests.support.synthetic import KEYWORDS
 
@@ -64,6 +65,15 @@ def test_a_generative_cell_records_its_kind_scores_and_decoding(strategy, tiny_l
     assert generation["zero_shot"]["examples"] == 12
     assert len(record["predictions"]["y_pred"]) == 12
     assert record["history"] and record["history"][-1]["val_accuracy"] is not None
+    # The memory estimate is of the causal LM at the lengths trained, with the LM head's
+    # logits at each row's completion only, as the dry run estimates them from the labels.
+    estimate = record["memory_tools"]["estimate"]
+    vocab = json.loads((tiny_llama / "config.json").read_text())["vocab_size"]
+    planned = plan_memory([_spec(tiny_llama, strategy, gen_task)])[0]
+    assert estimate["logits_bytes"] == planned.logits_bytes
+    completion = planned.logits_bytes / (3 * 16 * vocab * 4)
+    assert completion == int(completion) and 2 <= completion < 40  # label tokens and eos
+    assert 0 < estimate["length"] <= 40 and planned.length == 40
 
 
 def test_the_zero_shot_score_is_measured_once_per_model_and_task(tiny_llama, gen_task,

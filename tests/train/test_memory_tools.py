@@ -91,15 +91,24 @@ def test_memory_estimate_of_a_config_only_llama_1b(llama_1b_config):
         linear * nf4_bytes_per_value(True) + 2 * (BASE - linear + SCORE) + 4 * trainable
         + rotary, abs=1)
     # Activations, by hand, for 8 x 128 tokens in bf16 with SDPA (no attention matrix kept).
+    # A frozen layer keeps its norms' inputs (2h), the gated MLP's gate, up and activation
+    # (3i), queries, keys and values as the model has them and SDPA's output (2h + 2kv);
+    # LoRA on q and v with dropout adds each one's dropped copy (h), its rank-8 product and
+    # its mask (a byte an element). The classifier's last layer runs for the last token
+    # only (h + 2h); outside the layers the final norm's input and the head's 8 read rows.
     tokens = 8 * 128
-    per_layer = tokens * (6 * HIDDEN + 2 * KV) + tokens * INTERMEDIATE * 4
-    assert lora_bf16.activations_bytes == 2 * (LAYERS * per_layer + 2 * tokens * HIDDEN)
-    assert lora_bf16.activations_checkpointed_bytes == 2 * (
-        LAYERS * tokens * HIDDEN + per_layer + 2 * tokens * HIDDEN)
+    per_layer = tokens * (2 * (2 * HIDDEN + 3 * INTERMEDIATE + 2 * HIDDEN + 2 * KV
+                               + 2 * HIDDEN + 2 * 8) + 2 * HIDDEN)
+    last = tokens * 2 * 3 * HIDDEN
+    outside = 2 * (tokens * HIDDEN + 8 * HIDDEN)
+    assert lora_bf16.activations_bytes == (LAYERS - 1) * per_layer + last + per_layer + outside
+    assert lora_bf16.activations_checkpointed_bytes == (
+        2 * LAYERS * tokens * HIDDEN + 2 * per_layer + outside)
+    assert lora_bf16.logits_bytes == 3 * 8 * LABELS * 4 and lora_bf16.loading_bytes == 0
     full = estimate("full", precision="bf16", gradient_checkpointing=True)
     assert full.weights_bytes == 4 * (BASE + SCORE) + rotary  # fp32: it all trains
     assert full.total_bytes == (full.weights_bytes + 14 * (BASE + SCORE)
-                                + full.activations_checkpointed_bytes)
+                                + full.activations_checkpointed_bytes + full.logits_bytes)
 
 
 def test_dry_run_prints_counts_and_the_memory_estimate(llama_1b_config):
