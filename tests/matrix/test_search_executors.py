@@ -10,6 +10,7 @@ import pytest
 
 from peft_arena import api
 from peft_arena.matrix import search
+from peft_arena.matrix.execute import run_matrix
 from peft_arena.matrix.executors import ExecutorSettings
 from peft_arena.records.store import iter_records
 
@@ -35,23 +36,30 @@ def _trials(result: search.SearchResult) -> list[list[tuple]]:
             for group in result.groups]
 
 
+def _search(cells: list, results: Path, data_dir: Path,
+            executor: ExecutorSettings | None = None) -> search.SearchResult:
+    """The trials alone (the defaults and the tuned cells are ordinary cells), each round
+    through run_matrix on `executor`."""
+    return search.run_search(
+        cells, results, TRIALS,
+        run_round=lambda trial_cells, env, folder: run_matrix(
+            trial_cells, folder, data_dir, cell_env=env, executor=executor))
+
+
 @pytest.fixture(scope="module")
 def local_search(tiny_bert, synth_task, data_dir, tmp_path_factory) -> search.SearchResult:
-    folder = tmp_path_factory.mktemp("search-local")
-    return search.run_tuned_matrix(_cells(tiny_bert, synth_task), folder, TRIALS,
-                                   data_dir=data_dir).search
+    return _search(_cells(tiny_bert, synth_task), tmp_path_factory.mktemp("search-local"),
+                   data_dir)
 
 
-def _check_like_local(result: search.TunedMatrix, local: search.SearchResult,
+def _check_like_local(result: search.SearchResult, local: search.SearchResult,
                       results: Path, executor: str) -> None:
-    assert [len(g.trials) for g in result.search.groups] == [TRIALS] * len(STRATEGIES)
-    assert _trials(result.search) == _trials(local)
+    assert [len(g.trials) for g in result.groups] == [TRIALS] * len(STRATEGIES)
+    assert _trials(result) == _trials(local)
     trial_records = list(iter_records(results / search.SEARCH_SUBDIR))
     assert len(trial_records) == TRIALS * len(STRATEGIES)
     assert {r["execution"]["executor"] for r in trial_records} == {executor}
-    tuned = [r for r in iter_records(results) if "tuning" in r]
-    assert len(tuned) == len(STRATEGIES)
-    assert all(r["tuning"]["trials"] == TRIALS for r in tuned)
+    assert all(r["spec"]["evaluate_on"] == "validation" for r in trial_records)
 
 
 @pytest.mark.slow
@@ -60,9 +68,8 @@ def test_search_trials_on_a_local_ray_cluster_match_the_local_search(
     ray = pytest.importorskip("ray", reason="the ray extra is not installed")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
-        result = search.run_tuned_matrix(_cells(tiny_bert, synth_task), tmp_path, TRIALS,
-                                         data_dir=data_dir,
-                                         executor=ExecutorSettings(name="ray"))
+        result = _search(_cells(tiny_bert, synth_task), tmp_path, data_dir,
+                         ExecutorSettings(name="ray"))
     finally:
         ray.shutdown()
     _check_like_local(result, local_search, tmp_path, "ray")
@@ -72,7 +79,6 @@ def test_search_trials_on_a_local_ray_cluster_match_the_local_search(
 def test_search_trials_through_submitit_local_jobs_match_the_local_search(
         tiny_bert, synth_task, data_dir, tmp_path, local_search):
     pytest.importorskip("submitit", reason="the slurm extra is not installed")
-    result = search.run_tuned_matrix(
-        _cells(tiny_bert, synth_task), tmp_path, TRIALS, data_dir=data_dir,
-        executor=ExecutorSettings(name="slurm", slurm={"cluster": "local", "time_min": 5}))
+    result = _search(_cells(tiny_bert, synth_task), tmp_path, data_dir,
+                     ExecutorSettings(name="slurm", slurm={"cluster": "local", "time_min": 5}))
     _check_like_local(result, local_search, tmp_path, "slurm")
