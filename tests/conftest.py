@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 # Neither imports torch: the thread settings below must come first.
-from tests.support.synthetic import KEYWORDS, synthetic_rows, write_jsonl
+from tests.support.synthetic import KEYWORDS, synthetic_rows, write_builtin_tasks, write_jsonl
 from tests.support.tiny_models import save_tiny_encoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -113,3 +113,22 @@ def chat_tokenizer():
     from tests.support.generation import make_chat_tokenizer
 
     return make_chat_tokenizer()
+
+
+@pytest.fixture
+def builtin_data(tmp_path) -> Path:
+    """A --data-dir with small folders for the three built-in tasks (the retention probe
+    set's sources): tests.support.synthetic.write_builtin_tasks."""
+    return write_builtin_tasks(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_body(tiny_bert, tmp_path_factory) -> Path:
+    """The tiny BERT saved without its 3-class head (as base checkpoints are: keys without
+    the `bert.` prefix), so that a cell can give it the head of any task."""
+    from transformers import AutoTokenizer, BertForSequenceClassification
+
+    folder = tmp_path_factory.mktemp("tiny-bert-body")
+    BertForSequenceClassification.from_pretrained(tiny_bert).bert.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
+    return folder

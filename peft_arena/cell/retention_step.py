@@ -9,6 +9,7 @@ cell is never lost to its retention figures.
 from __future__ import annotations
 
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,11 @@ def _not_measured(exc: BaseException) -> dict[str, Any]:
             "traceback": traceback.format_exc()[-2000:]}
 
 
-def measure_retention(spec: CellSpec, model: torch.nn.Module, *, tokenizer: Any,
-                      label_names: list[str], pad_id: int, data_dir: str | Path | None,
-                      is_peft: bool, precision_name: str, trust_remote_code: bool = False
-                      ) -> Retained:
-    """Both sections for the trained `model` (unwrapped from any distributed wrapper)."""
-    model_path = resolve_model_path(spec.model)
-    device = next(model.parameters()).device
-    # The base as the cell loaded it (bf16 where the strategy froze it in bf16), so that the
-    # two sides differ by training only.
-    dtype = base_dtype(is_peft, precision_name)
+def base_loader(spec: CellSpec, label_names: list[str], *, device: torch.device,
+                dtype: torch.dtype, pad_id: int, trust_remote_code: bool = False
+                ) -> Callable[[], torch.nn.Module]:
+    """A function loading the base as the cell loaded it (bf16 where the strategy froze it
+    in bf16), so that the two sides differ by training only."""
 
     def load_base() -> torch.nn.Module:
         base = load_model(spec.model, label_names, on_gpu=device.type == "cuda",
@@ -55,12 +51,25 @@ def measure_retention(spec: CellSpec, model: torch.nn.Module, *, tokenizer: Any,
                           pad_token_id=pad_id)
         return base.to(device)
 
+    return load_base
+
+
+def measure_retention(spec: CellSpec, model: torch.nn.Module, *, tokenizer: Any,
+                      label_names: list[str], pad_id: int, data_dir: str | Path | None,
+                      is_peft: bool, precision_name: str, trust_remote_code: bool = False
+                      ) -> Retained:
+    """Both sections for the trained `model` (unwrapped from any distributed wrapper)."""
+    model_path = resolve_model_path(spec.model)
+    device = next(model.parameters()).device
+    dtype = base_dtype(is_peft, precision_name)
     try:
         probe = draw_probe_set(resolve_task(spec.task_source), resolve_data_dir(data_dir))
         with inference_attention(model):
             retention = retention_section(
-                tuned=model, load_base_model=load_base, tokenizer=tokenizer,
-                model_path=model_path, trained_task=spec.task, probe=probe,
+                tuned=model, tokenizer=tokenizer, model_path=model_path,
+                load_base_model=base_loader(spec, label_names, device=device, dtype=dtype,
+                                            pad_id=pad_id, trust_remote_code=trust_remote_code),
+                trained_task=spec.task, probe=probe,
                 max_length=spec.max_length, dtype_name=str(dtype).removeprefix("torch."),
                 # An LM head scores every position, not only the one the classification
                 # head reads (all that the cell's pruned last layer computes).

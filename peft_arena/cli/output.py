@@ -170,6 +170,8 @@ def print_summary(result, results_dir: str) -> None:
                       f"are kept{': ' + ', '.join(finished) if finished else ''}; "
                       f"{result.not_reached} were not finished. Run the same command again to "
                       "resume: recorded cells are skipped.")
+    if line := result.base_side.summary():
+        console.print(f"[dim]{escape(line)}[/]")
     for machine, n in result.other_hardware.items():
         console.print(f"[yellow]note:[/] {n} cells were skipped because {results_dir} holds "
                       f"their records from other hardware ({escape(machine)}); for numbers "

@@ -38,6 +38,7 @@ from peft_arena.data.loading import load_cell_data, resolve_data_dir
 from peft_arena.generation.data import load_text_task
 from peft_arena.generation.models import check_generative
 from peft_arena.generation.prompts import PromptFormat, check_format
+from peft_arena.matrix.base_side import BaseSideRun, prepare_base_sides
 from peft_arena.matrix.executors import (
     CellFuture,
     CellJob,
@@ -90,6 +91,8 @@ class MatrixResult:
     # Recorded cells skipped although their record was made on another machine than this.
     other_hardware: dict[str, int] = field(default_factory=dict)  # machine -> cells
     search: Any = None  # with --tune-trials: the equal-budget search (matrix.search)
+    # The retention figures' base side, filled before the cells (matrix.base_side).
+    base_side: BaseSideRun = field(default_factory=BaseSideRun)
 
     def count(self, status: str) -> int:
         return sum(o.status == status for o in self.outcomes)
@@ -418,6 +421,11 @@ def run_matrix(cells: list[CellSpec], results_dir: str | Path, data_dir: str | P
         report("end", index, outcome)
 
     try:
+        # Before any cell starts, so that none of them pays for it (matrix.base_side).
+        result.base_side = prepare_base_sides(
+            [spec for spec in cells if spec.cell_id not in over_budget and not _should_skip(
+                _existing(record_path(results, spec.cell_id)), retry_failed)],
+            results, folder, trust_remote_code=trust_remote_code)
         while pending or running:
             while pending and len(running) < runner.capacity():
                 index, spec = pending.popleft()

@@ -309,6 +309,9 @@ class TunedMatrix:
             result.outcomes += self.tuned.outcomes
             result.planned += self.tuned.planned
             result.interrupted = result.interrupted or self.tuned.interrupted
+            result.base_side.entries += self.tuned.base_side.entries
+            result.base_side.seconds += self.tuned.base_side.seconds
+            result.base_side.error = result.base_side.error or self.tuned.base_side.error
         result.interrupted = result.interrupted or any(r.interrupted for r in self.trial_results)
         result.search = self.search
         return result

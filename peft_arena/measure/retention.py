@@ -14,21 +14,29 @@ Three figures, each against the same figure of the untouched base model:
   base model's. Encoders get none yet (see `language_model_head`); the record then says why
   (the packaged MiniLM's checkpoint has no MLM head at all).
 
-The base model's side is the same for every strategy and seed of a model: it is computed once
-and cached under `config.paths.cache_root()/retention/base`, keyed by the model's files, the
-probe set's hash and these settings.
+The base model's side (its pooled features, its perplexity and its transfer accuracy on the
+probe set) is the same for every strategy and seed of a model: `ensure_base_side` computes it
+once and caches it under `config.paths.cache_root()/retention/base`, keyed by the model's
+files, the probe set's hash and these settings. A file lock beside each entry makes processes
+that need the same entry at once (parallel cells, two runs) wait for one of them to compute
+it. The matrix fills the entries of its cells before it starts them (cell.retention_base), so
+no cell's time holds the base side; the entry keeps how long it took and who computed it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import math
+import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +65,7 @@ PROBE_FOLDS = 4
 PROBE_SEED = 0
 PROBE_MAX_ITER = 300
 # Bump when anything above changes what the base side computes (invalidates its cache).
-BASE_CACHE_VERSION = 1
+BASE_CACHE_VERSION = 2  # 2: the key names the transfer task; the entry its own time
 
 
 # ---------------------------------------------------------------- the figures
@@ -302,6 +310,102 @@ def save_base(path: Path, outputs: BodyOutputs, meta: dict[str, Any]) -> None:
     tmp.replace(path)
 
 
+@contextmanager
+def entry_lock(path: Path) -> Iterator[None]:
+    """Held while one process computes an entry: the others wait, then read it. The OS drops
+    the lock when its holder ends, whatever ended it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@dataclass
+class BaseSide:
+    """The base model's side of the figures, and where it came from."""
+
+    outputs: BodyOutputs
+    meta: dict[str, Any]  # transfer_accuracy; seconds, computed_at, computed_by, host
+    cache_hit: bool  # read from the cache (computed earlier, by another process or run)
+    file: Path
+    waited_s: float = 0.0  # time spent waiting for another process computing the entry
+
+    def describe(self) -> dict[str, Any]:
+        """The record's note on the base side: its entry and its own cost, paid once."""
+        return {"cache_hit": self.cache_hit, "entry": self.file.stem,
+                **{k: self.meta.get(k) for k in ("seconds", "computed_by", "computed_at")},
+                "waited_s": self.waited_s}
+
+
+@dataclass
+class BaseInputs:
+    """What fixes the base side: one cache entry per distinct value of these."""
+
+    model_path: str
+    config: Any  # the model's config: which token the head reads
+    tokenizer: Any
+    trained_task: str
+    probe: ProbeSet
+    max_length: int
+    dtype_name: str
+
+    @property
+    def max_tokens(self) -> int:
+        return min(self.max_length, PROBE_MAX_TOKENS)
+
+    @property
+    def transfer(self) -> str | None:
+        return transfer_task(self.trained_task, self.probe)
+
+    def cache_file(self) -> Path:
+        return base_cache_file({
+            "model": model_stamp(self.model_path), "probe": self.probe.digest,
+            "max_tokens": self.max_tokens, "dtype": self.dtype_name,
+            "last_token": reads_last_token(self.config), "transfer": self.transfer,
+            "probe_settings": [PROBE_FOLDS, PROBE_SEED, PROBE_MAX_ITER],
+            "version": BASE_CACHE_VERSION})
+
+    def encoded(self) -> Encoded:
+        return Encoded.of(self.tokenizer, self.probe.texts, self.max_tokens)
+
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id or 0
+
+
+def ensure_base_side(inputs: BaseInputs, load_base_model: Callable[[], torch.nn.Module], *,
+                     computed_by: str) -> BaseSide:
+    """The base side from the cache, else computed (by loading the base model) and cached.
+    Processes asking for the same entry at once compute it once: the first holds the entry's
+    lock, the rest wait for it and read what it wrote."""
+    path = inputs.cache_file()
+    if (cached := load_base(path)) is not None:
+        return BaseSide(*cached, cache_hit=True, file=path)
+    asked = time.perf_counter()
+    with entry_lock(path):
+        waited = time.perf_counter() - asked
+        if (cached := load_base(path)) is not None:  # another process computed it meanwhile
+            return BaseSide(*cached, cache_hit=True, file=path, waited_s=waited)
+        started = time.perf_counter()
+        base_model = load_base_model()
+        body = body_of(base_model)
+        head, _ = language_model_head(inputs.model_path, inputs.config, body)
+        outputs = run_body(body, inputs.encoded(), inputs.pad_id,
+                           last_token=reads_last_token(inputs.config), lm_head=head)
+        del base_model, body
+        meta = {"transfer_accuracy": _transfer_accuracy(outputs.features, inputs.probe,
+                                                        inputs.transfer),
+                "computed_by": computed_by, "host": socket.gethostname(), "pid": os.getpid(),
+                "computed_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        meta["seconds"] = time.perf_counter() - started
+        save_base(path, outputs, meta)
+        meta = {**meta, "lm_loss_sum": outputs.lm_loss_sum, "lm_tokens": outputs.lm_tokens}
+    return BaseSide(outputs, meta, cache_hit=False, file=path)
+
+
 # ---------------------------------------------------------------- the section
 
 
@@ -313,6 +417,15 @@ def transfer_task(trained: str, probe: ProbeSet) -> str | None:
         if task not in (None, trained) and len(probe.indices_of(task)) >= 2 * PROBE_FOLDS:
             return task
     return None
+
+
+def no_probe_texts(probe: ProbeSet) -> dict[str, Any] | None:
+    """The not-measured section when the probe set is empty, else None."""
+    if len(probe):
+        return None
+    return {"measured": False, "reason": "no probe texts: "
+            + ("; ".join(f"{k}: {v}" for k, v in probe.unavailable.items()) or "none drawn"),
+            "probe_set": probe.describe()}
 
 
 def retention_section(*, tuned: torch.nn.Module, load_base_model: Any, tokenizer: Any,
@@ -328,54 +441,38 @@ def retention_section(*, tuned: torch.nn.Module, load_base_model: Any, tokenizer
     computes every position of its last layer, entered only when an LM head reads them all
     (the pooled features need the read position alone, which a pruned layer computes)."""
     started = time.perf_counter()
-    if len(probe) == 0:
-        return {"measured": False, "reason": "no probe texts: "
-                + ("; ".join(f"{k}: {v}" for k, v in probe.unavailable.items()) or "none drawn"),
-                "probe_set": probe.describe()}
-    max_tokens = min(max_length, PROBE_MAX_TOKENS)
+    if (empty := no_probe_texts(probe)) is not None:
+        return empty
     tuned_body = body_of(tuned)
-    config = tuned_body.config
-    last = reads_last_token(config)
-    head, head_source = language_model_head(model_path, config, tuned_body)
-    pad_id = tokenizer.pad_token_id or 0
-    encoded = Encoded.of(tokenizer, probe.texts, max_tokens)
-    cache_file = base_cache_file({
-        "model": model_stamp(model_path), "probe": probe.digest, "max_tokens": max_tokens,
-        "dtype": dtype_name, "last_token": last, "lm_head": head is not None,
-        "probe_settings": [PROBE_FOLDS, PROBE_SEED, PROBE_MAX_ITER],
-        "version": BASE_CACHE_VERSION})
-    transfer = transfer_task(trained_task, probe)
-    cached = load_base(cache_file)
+    inputs = BaseInputs(model_path, tuned_body.config, tokenizer, trained_task, probe,
+                        max_length, dtype_name)
+    last = reads_last_token(inputs.config)
+    head, head_source = language_model_head(model_path, inputs.config, tuned_body)
+    encoded = inputs.encoded()
     base_started = time.perf_counter()
-    if cached is None:
-        base_model = load_base_model()
-        base = run_body(body_of(base_model), encoded, pad_id, last_token=last, lm_head=head)
-        del base_model
-        meta = {"transfer_accuracy": _transfer_accuracy(base.features, probe, transfer)}
-        save_base(cache_file, base, meta)
-        base_cache_hit = False
-    else:
-        base, meta = cached
-        base_cache_hit = True
+    base = ensure_base_side(inputs, load_base_model, computed_by="cell")
     tuned_started = time.perf_counter()
     with every_position() if head is not None else nullcontext():
-        tuned_out = run_body(tuned_body, encoded, pad_id, last_token=last, lm_head=head)
+        tuned_out = run_body(tuned_body, encoded, inputs.pad_id, last_token=last, lm_head=head)
     probe_started = time.perf_counter()
-    transfer_figures = _transfer_section(transfer, probe, meta.get("transfer_accuracy"),
+    transfer_figures = _transfer_section(inputs.transfer, probe,
+                                         base.meta.get("transfer_accuracy"),
                                          tuned_out.features)
     section: dict[str, Any] = {
         "measured": True,
         "probe_set": probe.describe(),
-        "max_tokens": max_tokens,
+        "max_tokens": inputs.max_tokens,
         "pooling": "last non-pad token" if last else "first token",
-        "cka": linear_cka(base.features, tuned_out.features),
+        "cka": linear_cka(base.outputs.features, tuned_out.features),
         "transfer": transfer_figures,
-        "lm": _lm_section(head_source, base, tuned_out),
-        "base_cache_hit": base_cache_hit,
+        "lm": _lm_section(head_source, base.outputs, tuned_out),
+        "base_cache_hit": base.cache_hit,
+        "base": base.describe(),
     }
     done = time.perf_counter()
     section["seconds"] = done - started
-    # Where the time went: the base side is ~0 on a cache hit.
+    # Where the time went: the base side is ~0 on a cache hit (the matrix fills the cache
+    # before its cells start).
     section["phases"] = {"base_s": tuned_started - base_started,
                          "tuned_forward_s": probe_started - tuned_started,
                          "transfer_probe_s": done - probe_started}

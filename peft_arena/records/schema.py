@@ -333,6 +333,10 @@ class Retention(TypedDict, total=False):
     transfer: RetentionTransfer
     lm: RetentionLM
     base_cache_hit: bool  # the base model's side came from the cache
+    # The base side's cache entry and its own cost, paid once for every cell that shares it:
+    # cache_hit, entry, seconds (computing it), computed_by ("matrix": before the cells, in
+    # none of their times; "cell": by a cell that found no entry), computed_at, waited_s
+    base: dict[str, Any]
     seconds: float
     phases: dict[str, float]  # base_s (~0 on a cache hit), tuned_forward_s, transfer_probe_s
 

@@ -74,10 +74,17 @@ def phase_section(summary: pd.DataFrame) -> list[str]:
     present = [phase for phase, key in keys.items() if summary[key].notna().any()]
     if not present or present == ["total_s"]:
         return []
-    rows = [[row["strategy"], *(markdown.number(row[keys[p]], "{:,.1f}".format) for p in present)]
+    share = "retention_share_max" in summary and summary["retention_share_max"].notna().any()
+    rows = [[row["strategy"], *(markdown.number(row[keys[p]], "{:,.1f}".format) for p in present),
+             *([markdown.number(row["retention_share_max"], "{:.1%}".format)] if share else [])]
             for _, row in summary.iterrows() if row["n_seeds"] > 0]
-    headers = ["strategy", *(p.removesuffix("_s") for p in present)]
-    return ["Time per phase (mean wall-clock seconds over seeds):",
+    headers = ["strategy", *(p.removesuffix("_s") for p in present),
+               *(["retention share"] if share else [])]
+    note = (" Retention share: the retention phase's part of the cell's total time, the "
+            "largest over seeds; it holds the base model's side only where the cell computed "
+            "that itself (`retention.base_cache_hit` false), not where the matrix did before "
+            "the cells." if share else "")
+    return [f"Time per phase (mean wall-clock seconds over seeds).{note}",
             "", *markdown.table(headers, rows), ""]
 
 

@@ -19,7 +19,6 @@ from peft_arena.data.probe_texts import FALLBACK_SOURCE, NO_LABEL, draw_probe_se
 from peft_arena.measure import retention, weight_update
 from tests.support.paths import COMMITTED_RECORDS
 from tests.support.specs import tiny_spec
-from tests.support.synthetic import write_jsonl
 
 # ---------------------------------------------------------------- CKA
 
@@ -299,33 +298,6 @@ def test_ia3_update_is_the_scaled_weight_minus_the_weight(tiny_bert):
 # ---------------------------------------------------------------- the probe set
 
 
-def _rows(prefix: str, n: int, labels: int, seed: int) -> list[dict]:
-    rng = random.Random(seed)
-    return [{"text": f"{prefix} {i} " + " ".join(rng.choices(["x", "y", "z"], k=4)),
-             "label": i % labels} for i in range(n)]
-
-
-@pytest.fixture
-def builtin_data(tmp_path) -> Path:
-    """Small folders for the three built-in tasks; the AG News test file shares six texts
-    with the Banking77 files (two with different whitespace)."""
-    banking_train = _rows("bank", 200, 77, 1)
-    banking_test = _rows("bank test", 80, 77, 2)
-    shared = [banking_train[0]["text"], banking_train[1]["text"].replace(" ", "  "),
-              banking_test[0]["text"], " " + banking_test[1]["text"],
-              banking_train[2]["text"], banking_test[2]["text"]]
-    agnews_test = _rows("news", 40, 4, 3) + [{"text": t, "label": 0} for t in shared]
-    for name, train, test in (
-            ("banking77", banking_train, banking_test),
-            ("agnews", _rows("news train", 120, 4, 4), agnews_test),
-            ("imdb", _rows("review", 60, 2, 5), _rows("review test", 60, 2, 6))):
-        folder = tmp_path / name
-        folder.mkdir()
-        write_jsonl(folder / "train.jsonl", train)
-        write_jsonl(folder / "test.jsonl", test)
-    return tmp_path
-
-
 def test_probe_set_never_overlaps_the_trained_tasks_texts(builtin_data):
     probe = draw_probe_set(resolve_task("banking77"), builtin_data, per_task=400, cache=False)
     trained = [json.loads(line)["text"] for split in ("train", "test")
@@ -376,18 +348,6 @@ def test_a_user_task_offline_is_probed_on_pythons_own_prose(synth_task):
 
 
 # ---------------------------------------------------------------- in the cell
-
-
-@pytest.fixture(scope="module")
-def tiny_bert_body(tiny_bert, tmp_path_factory) -> Path:
-    """The tiny BERT saved without its 3-class head (as base checkpoints are: keys without
-    the `bert.` prefix), so that a cell can give it the head of any task."""
-    from transformers import AutoTokenizer, BertForSequenceClassification
-
-    folder = tmp_path_factory.mktemp("tiny-bert-body")
-    BertForSequenceClassification.from_pretrained(tiny_bert).bert.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(folder)
-    return folder
 
 
 def _cell_spec(tiny_bert, **settings):

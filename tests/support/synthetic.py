@@ -30,3 +30,29 @@ def synthetic_rows(n: int, seed: int) -> list[dict]:
 def write_jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
+
+
+def _task_rows(prefix: str, n: int, labels: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    return [{"text": f"{prefix} {i} " + " ".join(rng.choices(["x", "y", "z"], k=4)),
+             "label": i % labels} for i in range(n)]
+
+
+def write_builtin_tasks(root: Path) -> Path:
+    """Small folders for the three built-in tasks under `root`; the AG News test file shares
+    six texts with the Banking77 files (two with different whitespace)."""
+    banking_train = _task_rows("bank", 200, 77, 1)
+    banking_test = _task_rows("bank test", 80, 77, 2)
+    shared = [banking_train[0]["text"], banking_train[1]["text"].replace(" ", "  "),
+              banking_test[0]["text"], " " + banking_test[1]["text"],
+              banking_train[2]["text"], banking_test[2]["text"]]
+    agnews_test = _task_rows("news", 40, 4, 3) + [{"text": t, "label": 0} for t in shared]
+    for name, train, test in (
+            ("banking77", banking_train, banking_test),
+            ("agnews", _task_rows("news train", 120, 4, 4), agnews_test),
+            ("imdb", _task_rows("review", 60, 2, 5), _task_rows("review test", 60, 2, 6))):
+        folder = root / name
+        folder.mkdir(parents=True)
+        write_jsonl(folder / "train.jsonl", train)
+        write_jsonl(folder / "test.jsonl", test)
+    return root
