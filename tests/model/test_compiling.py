@@ -45,13 +45,13 @@ def _batch(length: int = 12) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("strategy", ["full", "lora", "ia3"])
-def test_a_compiled_step_gives_the_eager_loss_and_gradients(tiny_bert, strategy, monkeypatch):
+def test_a_compiled_step_gives_the_eager_loss_and_gradients(tiny_bert, strategy):
     # Inductor draws its own random numbers unless told to call torch's: with torch's, both
     # sides drop the same units and the comparison covers dropout too.
-    monkeypatch.setattr(torch._inductor.config, "fallback_random", True)
     eager, compiled = _model(tiny_bert, strategy), _model(tiny_bert, strategy)
-    with compiling.compiled_for_training(compiled, "on", on_gpu=False,
-                                         compute_dtype=torch.float32) as outcome:
+    with torch._inductor.config.patch(fallback_random=True), \
+            compiling.compiled_for_training(compiled, "on", on_gpu=False,
+                                            compute_dtype=torch.float32) as outcome:
         assert outcome.compiled, outcome.reason
         for length in (12, 19):  # a second padded length: no new graph (dynamic shapes)
             ids, labels = _batch(length)
