@@ -227,11 +227,11 @@ def compiled_for_training(model: nn.Module, setting: str, *, on_gpu: bool,
         with timer_phase() if timer_phase else _nothing():
             try:
                 _warm_up(model)
-            except Exception as error:  # compiling the backward failed: train eagerly
+            except Exception as error:  # compiling the backward, or the tiny batch, failed
                 if compiler.active:
                     compiler.fall_back(error)
-                else:
-                    raise
+                else:  # eager failed on the tiny batch too: the real batches decide
+                    compiler.outcome.reason += " (the tiny batch failed eagerly too)"
         compiler.outcome.seconds = time.perf_counter() - began
         compiler.update_counts()  # so far; final when the block ends
         yield compiler.outcome
