@@ -7,6 +7,7 @@ activations, optimizer, and the rest, plus the measured step time and its model 
 utilisation against a bf16/fp32 matmul peak measured in the same process.
 
     python benchmarks/profile_step.py --strategy full --batch-size 32 --length 64
+    python benchmarks/profile_step.py --strategy lora --batch-size 32 --length 64 --compile
 """
 
 from __future__ import annotations
@@ -22,13 +23,22 @@ import torch
 from torch.profiler import profile
 
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.compiling import compiled_for_training
 from peft_arena.model.dropout import use_fast_dropout
 from peft_arena.model.frozen_weights import frozen_linear_weights_in
 from peft_arena.model.loading import load_model
 from peft_arena.strategies import load_strategies
 from peft_arena.train.precision import resolve_precision
 
+# Operators grouped by name first: dropout's mask (drawn, compared, applied) and copies.
+EXACT_GROUPS = {
+    "aten::random_": "dropout masks (random_, ge, where)",
+    "aten::ge": "dropout masks (random_, ge, where)",
+    "aten::where": "dropout masks (random_, ge, where)",
+    "aten::copy_": "copies (copy_)",
+}
 GROUPS = {
+    "compiled (fused by inductor)": ("cpp_fused", "compiled", "graph_"),
     "matmul": ("mm", "addmm", "bmm", "linear", "matmul"),
     "attention kernels": ("scaled_dot_product", "softmax"),
     "dropout / RNG": ("dropout", "bernoulli", "rand", "native_dropout"),
@@ -48,6 +58,8 @@ def matmul_peak(dtype: torch.dtype, size: int = 2048, seconds: float = 1.5) -> f
 
 
 def group_of(name: str) -> str:
+    if name in EXACT_GROUPS:
+        return EXACT_GROUPS[name]
     lowered = name.lower()
     for group, keys in GROUPS.items():
         if any(key in lowered for key in keys):
@@ -69,6 +81,9 @@ def main() -> None:
                         help="Leave frozen linear weights in fp32 (autocast casts them per call).")
     parser.add_argument("--native-dropout", action="store_true",
                         help="PyTorch's dropout instead of peft-arena's cheaper-RNG one.")
+    parser.add_argument("--compile", action="store_true",
+                        help="The repeated blocks under torch.compile, as a cell with "
+                             "`compile: on` trains them (model/compiling.py).")
     args = parser.parse_args()
 
     precision = resolve_precision(args.precision)
@@ -94,7 +109,9 @@ def main() -> None:
 
     model.train()
     frozen_dtype = torch.float32 if args.frozen_fp32 else precision.compute_dtype
-    with frozen_linear_weights_in(model, frozen_dtype):  # as the runner trains
+    with frozen_linear_weights_in(model, frozen_dtype), \
+            compiled_for_training(model, "on" if args.compile else "off", on_gpu=False,
+                                  compute_dtype=precision.compute_dtype) as compiled:
         for _ in range(2):
             step()
         began = time.perf_counter()
@@ -121,7 +138,9 @@ def main() -> None:
     peak = matmul_peak(precision.compute_dtype)
     print(f"{args.strategy} {args.model} batch {args.batch_size} x {args.length} tokens, "
           f"{precision.name}, {torch.get_num_threads()} threads, "
-          f"{'native' if args.native_dropout else 'fast'} dropout")
+          f"{'native' if args.native_dropout else 'fast'} dropout, "
+          + (f"compiled ({compiled.scope}, {compiled.seconds:.0f} s, cache {compiled.cache})"
+             if compiled.compiled else "eager"))
     print(f"step {step_s * 1000:.0f} ms, {tokens / step_s:.0f} tokens/s, "
           f"{flops / step_s / 1e9:.0f} GFLOP/s of {peak / 1e9:.0f} GFLOP/s matmul peak "
           f"= MFU {100 * flops / step_s / peak:.1f}%")

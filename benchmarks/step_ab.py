@@ -11,7 +11,9 @@ step time of each and its ratio to the first.
 Variants: `arena` (the step as a cell trains it), `frozen-fp32` (frozen linear weights left in
 fp32, so autocast casts them every call), `native-dropout` (PyTorch's dropout), `sdpa` (SDPA
 attention in training, as transformers defaults to), `compile` (the model under
-`torch.compile(dynamic=True)`; its compile time is printed apart), `all-positions` (the
+`torch.compile(dynamic=True)`; its compile time is printed apart), `compile-blocks` (the
+model's repeated blocks compiled as a cell with `compile: on` trains them, model/compiling.py;
+the compile and whether inductor's on-disk cache was hit are printed), `all-positions` (the
 last layer computed for every position, not the first token only), `eager` (transformers'
 eager attention with PyTorch's dropout on the attention probabilities; the rest as arena).
 """
@@ -30,6 +32,7 @@ os.environ.setdefault("PEFT_ARENA_QUIET", "1")
 import torch
 
 from peft_arena.config.spec import CellSpec
+from peft_arena.model.compiling import compiled_for_training
 from peft_arena.model.dropout import use_fast_dropout
 from peft_arena.model.first_token import compute_last_layer_for_first_token
 from peft_arena.model.frozen_weights import frozen_linear_weights_in
@@ -38,8 +41,8 @@ from peft_arena.strategies import load_strategies
 from peft_arena.train.optim import build_optimizer
 from peft_arena.train.precision import resolve_precision
 
-VARIANTS = ("arena", "frozen-fp32", "native-dropout", "sdpa", "compile", "all-positions",
-            "eager")
+VARIANTS = ("arena", "frozen-fp32", "native-dropout", "sdpa", "compile", "compile-blocks",
+            "all-positions", "eager")
 
 
 class Variant:
@@ -64,6 +67,12 @@ class Variant:
         self.stack.enter_context(frozen_linear_weights_in(
             model, torch.float32 if name == "frozen-fp32" else precision.compute_dtype))
         self.model = torch.compile(model, dynamic=True) if name == "compile" else model
+        if name == "compile-blocks":
+            outcome = self.stack.enter_context(compiled_for_training(
+                model, "on", on_gpu=False, compute_dtype=precision.compute_dtype))
+            print(f"{name}: compiled={outcome.compiled} {outcome.scope} in "
+                  f"{outcome.seconds:.1f} s, cache {outcome.cache}"
+                  f"{'' if outcome.compiled else ', ' + str(outcome.reason)}", flush=True)
         self.times: list[float] = []
 
     def step(self, ids: torch.Tensor, labels: torch.Tensor) -> float:

@@ -31,6 +31,7 @@ from peft_arena.measure.memory import memory_report, saved_size_bytes, weights_b
 from peft_arena.measure.memory_timeline import MemoryTimeline
 from peft_arena.measure.provenance import environment
 from peft_arena.measure.timing import PhaseTimer
+from peft_arena.model.compiling import CompileOutcome, compiled_for_training
 from peft_arena.model.frozen_weights import frozen_linear_weights_in
 from peft_arena.model.loading import load_tokenizer
 from peft_arena.model.saving import save_trained_model, saved_model_dir
@@ -102,6 +103,7 @@ class Cell:
         self.on_evaluate, self.trust_remote_code = on_evaluate, trust_remote_code
         self.fallback = FallbackLog()  # the batch splits tried, and the one that trained
         self.rss_baseline: dict[str, int | None] = {}  # set at the end of setup
+        self.compiled: CompileOutcome | None = None  # what training ran: compiled or eager
 
     # ------------------------------------------------------------------ steps
 
@@ -130,8 +132,15 @@ class Cell:
                                       timer=self.timer)
 
     def train(self, setup: Setup, inputs: Inputs, built: Built) -> TrainResult:
+        """Compiling (model.compiling) is timed as its own phase, before the first step."""
         with (self.timer.phase("train"),
-              frozen_linear_weights_in(built.model, setup.precision.compute_dtype)):
+              frozen_linear_weights_in(built.model, setup.precision.compute_dtype),
+              compiled_for_training(
+                  setup.accelerator.unwrap_model(built.model), self.spec.compile,
+                  on_gpu=setup.on_gpu, compute_dtype=setup.precision.compute_dtype,
+                  gradient_checkpointing=self.spec.gradient_checkpointing,
+                  timer_phase=lambda: self.timer.phase("compile")) as compiled):
+            self.compiled = compiled
             trained = train_epochs(built.model, setup.strategy, built.optimizer,
                                    built.scheduler, built.loaders["train"],
                                    built.loaders["val"], setup.accelerator, self.spec,
@@ -249,7 +258,8 @@ class Cell:
                 setup.accelerator.unwrap_model(built.model))
         record = builders.ok_record(
             self.spec, resolved=sections.resolved(self.spec, setup, inputs, built,
-                                       trust_remote_code=self.trust_remote_code),
+                                                  trust_remote_code=self.trust_remote_code,
+                                                  compiled=self.compiled),
             data_hygiene=inputs.data_hygiene or {},
             metrics=self.metrics(inputs, trained, tested),
             params={"trainable": built.trainable, "total": built.total,

@@ -16,6 +16,7 @@ from peft_arena.config.spec import CellSpec
 from peft_arena.measure.estimate_check import cpu_estimate_check
 from peft_arena.measure.metrics import per_class_f1
 from peft_arena.measure.timing import PhaseTimer
+from peft_arena.model.compiling import CompileOutcome
 from peft_arena.model.four_bit import is_four_bit, kernel_note
 from peft_arena.records.schema import Metrics, Predictions, Resolved, Time
 from peft_arena.train.build import Built
@@ -72,7 +73,7 @@ def with_estimate_check(tools: dict[str, Any], memory: dict[str, Any],
 
 
 def resolved(spec: CellSpec, setup: Setup, inputs: Inputs, built: Built, *,
-             trust_remote_code: bool) -> Resolved:
+             trust_remote_code: bool, compiled: CompileOutcome | None = None) -> Resolved:
     model = setup.accelerator.unwrap_model(built.model)
     splits = inputs.splits
     return {
@@ -91,6 +92,8 @@ def resolved(spec: CellSpec, setup: Setup, inputs: Inputs, built: Built, *,
         **({"four_bit_kernel": note} if (note := kernel_note(
             model, setup.accelerator.device.type)) else {}),
         "model_source": model_source(resolve_model_path(spec.model)),
+        # model.compiling: whether training ran compiled, how, and what compiling cost
+        "compile": compiled.to_dict() if compiled is not None else None,
     }
 
 

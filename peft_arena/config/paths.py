@@ -3,6 +3,7 @@
     $PEFT_ARENA_CACHE, else $XDG_CACHE_HOME/peft-arena, else ~/.cache/peft-arena
         tokens/            tokenized splits (data.batching)
         peak_flops.json    the machine's measured matmul peak (measure.flops)
+        inductor/          torch.compile's graphs and kernels (model.compiling)
 """
 
 from __future__ import annotations
@@ -24,3 +25,7 @@ def token_cache_dir() -> Path:
 
 def peak_flops_file() -> Path:
     return cache_root() / "peak_flops.json"
+
+
+def compile_cache_dir() -> Path:
+    return cache_root() / "inductor"

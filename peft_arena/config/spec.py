@@ -17,6 +17,8 @@ from peft_arena.common.errors import UserError
 from peft_arena.config.tasks import check_data_settings
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+# torch.compile of the model's repeated blocks while training (model/compiling.py).
+COMPILE_SETTINGS = ("off", "on", "auto")
 # Validation metrics early stopping can watch, and whether higher is better.
 EARLY_STOPPING_METRICS = {"val_accuracy": True, "val_macro_f1": True, "val_loss": False}
 TRACKERS = ("wandb", "mlflow", "tensorboard")
@@ -25,7 +27,8 @@ RUN_ONLY_KEYS = ("tracker", "save_model", "measure_retention")
 # Settings added after records existed: left out of the config hash while at their default,
 # so that a record made before a setting existed keeps its identity (and is not run again).
 HASHED_WHEN_SET = ("head_learning_rate", "on_bad_rows", "drop_test_leaks", "devices_per_cell",
-                   "gradient_checkpointing", "gradient_accumulation_steps", "evaluate_on")
+                   "gradient_checkpointing", "gradient_accumulation_steps", "evaluate_on",
+                   "compile")
 # What a cell's test step scores: the test split, or (a search trial) the validation split
 # carved from train, so that a search never sees the test split.
 EVALUATE_ON = ("test", "validation")
@@ -68,6 +71,9 @@ class CellSpec:
     on_bad_rows: str | None = None
     drop_test_leaks: bool | None = None
     precision: str = "auto"
+    # torch.compile of the repeated blocks while training: off, on, or auto (on where it was
+    # measured to pay; model/compiling.py says where). Same math, fused element-wise work.
+    compile: str = "auto"
     peft: dict[str, Any] = field(default_factory=dict)
     task_file: str | None = None
     # "epoch", or a number of optimizer steps between validation passes.
@@ -93,6 +99,9 @@ class CellSpec:
     def __post_init__(self) -> None:
         # YAML and the command line give "200" or 200; one spelling keeps the hash stable.
         self.eval_every = str(self.eval_every).strip().lower()
+        if isinstance(self.compile, bool):  # YAML 1.1 reads `compile: on` as true
+            self.compile = "on" if self.compile else "off"
+        self.compile = str(self.compile).strip().lower()
         if self.devices_per_cell == 1:
             self.devices_per_cell = None  # one spelling of "one device" keeps the hash stable
         checks = [
@@ -110,6 +119,8 @@ class CellSpec:
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.weight_decay >= 0, "weight_decay must be >= 0"),
             (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}"),
+            (self.compile in COMPILE_SETTINGS,
+             f"compile must be one of {', '.join(COMPILE_SETTINGS)}"),
             (self.max_train_samples is None or self.max_train_samples >= 2,
              "max_train_samples must be >= 2"),
             (self.max_eval_samples is None or self.max_eval_samples >= 1,

@@ -63,7 +63,8 @@ class Params(TypedDict, total=False):
 class Time(TypedDict, total=False):
     """Wall-clock seconds. `phases` are disjoint and sum to within a few percent of total_s:
     setup_s, data_s, tokenize_s, model_s, prepare_s (a strategy's pass before training, when
-    it has one), train_s (validation passes excluded), validate_s,
+    it has one), compile_s (torch.compile before the first step, when compiled), train_s
+    (validation passes excluded), validate_s,
     eval_s, measure_s, retention_s (when measured) and, when the model is saved, save_s;
     generation tasks add decode_s (greedy answers to the test split, inside eval's time
     otherwise) and zero_shot_s (the untuned model's answers, once per model and task).
@@ -245,6 +246,13 @@ class Resolved(TypedDict, total=False):
     # absent for other models.
     model_source: dict[str, Any] | None
     task_kind: str  # "generation" for a generative task; absent (classification) otherwise
+    # model.compiling.CompileOutcome: setting (off | on | auto), compiled (the repeated blocks
+    # trained under torch.compile), reason (why eager, when not "off"), mode (torch.compile's),
+    # scope ("6 x BertLayer"), seconds (the compile before the first step: time.phases'
+    # compile_s), cache ("hit", "miss", "partial": inductor's on-disk cache; None when nothing
+    # compiled), cache_counts, graphs (dynamo graphs compiled in the cell). None or absent in
+    # records made before it existed.
+    compile: dict[str, Any] | None
 
 
 class Generation(TypedDict, total=False):

@@ -176,6 +176,10 @@ _COLUMNS = (
     _Column("MFU", "mfu_mean", _share,
             "model FLOPs utilisation: achieved training FLOP/s over the hardware's peak.", "max",
             optional=True),
+    _Column("of ceiling", "ceiling_share_mean", _share,
+            "achieved training FLOP/s over the matmul rate this machine reaches at the "
+            "model's own shapes (record compute.model_gemm_flops_per_s): how far the cell is "
+            "from what its matmuls allow here.", "max", optional=True),
     _Column("CKA", "cka_mean", _fixed(3),
             "linear CKA between the base and the tuned model's pooled final hidden states on "
             "general probe texts of the other tasks; 1 = representation unchanged.", "max",

@@ -22,8 +22,8 @@ from peft_arena.records import store
 MIB = 1024**2
 
 # Phases of a cell in the order they run (older records lack some; save_s only when saving).
-PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "prepare_s", "train_s", "validate_s",
-          "eval_s", "measure_s", "retention_s", "save_s", "decode_s", "zero_shot_s")
+PHASES = ("setup_s", "data_s", "tokenize_s", "model_s", "prepare_s", "compile_s", "train_s",
+          "validate_s", "eval_s", "measure_s", "retention_s", "save_s", "decode_s", "zero_shot_s")
 # What the tuned model kept of the base and the shape of its update (records' `retention` and
 # `weight_update` sections; NaN for records without them).
 RETENTION_COLUMNS = ["cka", "transfer_task", "transfer_base", "transfer_tuned", "transfer_delta",
@@ -38,7 +38,7 @@ FRAME_COLUMNS = [
     "accuracy", "macro_f1", "eval_loss", "invalid_share", "zero_shot_accuracy",
     "decode_tokens_per_s", "trainable", "total", "trainable_pct",
     *PHASES, "total_s", "retention_share", "train_samples_per_s", "train_tokens_per_s", "mfu",
-    "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
+    "mfu_model_gemm", "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
     *(f"memory_{stat}_mb" for stat in ("max", "mean", "p99")), "train_memory_p99_mb",
     "estimate_error_cpu", "rss_above_baseline_mb",
     "confidence_mean", "confidence_above_0_9", "ece",
@@ -53,7 +53,8 @@ SUMMARY_METRICS = {
     "zero_shot_accuracy": "zero_shot_accuracy", "decode_tokens_per_s": "decode_tokens_per_s",
     "train_s": "train_s",
     "total_s": "total_s", "peak_mb": "peak_mb", "throughput": "train_samples_per_s",
-    "tokens_per_s": "train_tokens_per_s", "mfu": "mfu", "weights_mb": "weights_mb",
+    "tokens_per_s": "train_tokens_per_s", "mfu": "mfu",
+    "ceiling_share": "mfu_model_gemm", "weights_mb": "weights_mb",
     "estimate_mb": "estimate_mb", "estimate_error": "estimate_error",
     "memory_mean": "memory_mean_mb", "memory_p99": "memory_p99_mb",
     "train_memory_p99": "train_memory_p99_mb",
@@ -181,6 +182,8 @@ def _flatten(record: dict[str, Any]) -> dict[str, Any]:
         "train_samples_per_s": _number(dig(record, "time", "train_samples_per_s")),
         "train_tokens_per_s": _number(dig(record, "time", "train_tokens_per_s")),
         "mfu": _number(dig(record, "compute", "mfu")),
+        # achieved FLOP/s over the matmul rate at the model's own shapes (measure.flops)
+        "mfu_model_gemm": _number(dig(record, "compute", "mfu_model_gemm")),
         "peak_mb": _number(dig(record, "memory", "peak_bytes")) / MIB,
         "weights_mb": _number(dig(record, "memory", "weights_bytes")) / MIB,
         "memory_source": _text(dig(record, "memory", "source")),

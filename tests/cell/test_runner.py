@@ -33,6 +33,10 @@ def test_the_record_is_the_specs_and_says_so(ran) -> None:
     assert record["cell_id"] == spec.cell_id
     assert record["spec"] == json.loads(json.dumps(spec.to_dict()))
     assert record["resolved"]["label_names"] == KEYWORDS
+    # compile: auto trains eagerly on the machines measured so far, and says so
+    assert record["resolved"]["compile"]["setting"] == "auto"
+    assert record["resolved"]["compile"]["compiled"] is False
+    assert "compile_s" not in record["time"]["phases"]
     assert json.loads(json.dumps(record)) == record  # a record is plain JSON
     assert "retention" not in record and "weight_update" not in record  # not asked for
 

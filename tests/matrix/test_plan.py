@@ -119,3 +119,20 @@ def test_unknown_setting_suggests_the_likely_one(sets, guess):
 def test_unknown_setting_without_a_likely_one():
     message = unknown_setting_message("bogus", "--set", [load_strategies().get("full")])
     assert "Did you mean" not in message and "Common settings: learning_rate" in message
+
+
+def test_compile_is_set_from_a_preset_or_set_and_named_in_the_hash_only_when_set(tmp_path):
+    default = _one()
+    assert default.compile == "auto"
+    # YAML reads a bare `on` as true: both spellings mean the same setting.
+    assert _one(sets=["compile=on"]).compile == "on"
+    preset = tmp_path / "compiled.yaml"
+    preset.write_text("model: minilm\ntasks: [banking77]\ndefaults: {compile: on}\n"
+                      "strategies:\n  lora: {}\n")
+    [from_preset] = api.plan_cells(preset=str(preset))
+    assert from_preset.compile == "on"
+    assert from_preset.config_hash() != default.config_hash()
+    assert _one(sets=["compile=off"]).config_hash() not in (default.config_hash(),
+                                                           from_preset.config_hash())
+    with pytest.raises(UserError, match="compile must be one of off, on, auto"):
+        _one(sets=["compile=fast"])

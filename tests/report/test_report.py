@@ -381,12 +381,15 @@ def test_per_class_f1_leaves_out_classes_the_split_lacks() -> None:
 
 def test_new_measurements_show_when_recorded_and_dash_when_not(tmp_path: Path) -> None:
     with_extras = make_record("imdb", "qlora", 0, 0.85)
-    with_extras["compute"] = {"mfu": 0.123}
+    with_extras["compute"] = {"mfu": 0.123, "mfu_model_gemm": 0.456}
     with_extras["memory"]["weights_bytes"] = 40 * 1024**2
     write(tmp_path, with_extras)
     write(tmp_path, make_record("imdb", "lora", 0, 0.86))
     _, markdown = board(tmp_path)
     assert markdown_row(markdown, "imdb", "qlora")["MFU"] == "12.3%"
+    assert markdown_row(markdown, "imdb", "qlora")["of ceiling"] == "45.6%"
+    assert markdown_row(markdown, "imdb", "lora")["of ceiling"] == "—"
+    assert "- **of ceiling**:" in markdown
     assert markdown_row(markdown, "imdb", "qlora")["weights MiB"] == "40"
     assert markdown_row(markdown, "imdb", "lora")["MFU"] == "—"
     assert "- **MFU**:" in markdown
@@ -395,6 +398,7 @@ def test_new_measurements_show_when_recorded_and_dash_when_not(tmp_path: Path) -
 def test_columns_without_any_value_are_left_out(built: report.ReportResult) -> None:
     markdown = leaderboard(built)
     assert "MFU" not in markdown and "weights MiB" not in markdown
+    assert "of ceiling" not in markdown
     for header in ("accuracy", "macro F1", "vs best", "trainable params", "peak MiB",
                    "train s", "samples/s", "seeds"):
         assert f"- **{header}**:" in markdown  # every shown column is explained
