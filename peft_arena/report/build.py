@@ -163,6 +163,11 @@ _COLUMNS = (
             "after setup (CPU records; the rise also holds the data, the tokenizer and the "
             "model file's pages while it loads: measure/estimate_check.py).",
             None, optional=True),
+    _Column("est. error in use", "estimate_error_in_use_mean", _signed_pct,
+            "the estimate's error against the memory in use above the cell's baseline: the "
+            "resident rise less the C allocator's free blocks, which stay resident after "
+            "activations are freed (CPU records since the in-use sample: "
+            "measure/estimate_check.py).", None, optional=True),
     _Column("train s", "train_s_mean", _fixed(1),
             "mean wall-clock seconds of the training phase (every phase: see Details).",
             "min"),

@@ -40,7 +40,7 @@ FRAME_COLUMNS = [
     *PHASES, "total_s", "retention_share", "train_samples_per_s", "train_tokens_per_s", "mfu",
     "mfu_model_gemm", "peak_mb", "weights_mb", "memory_source", "estimate_mb", "estimate_error",
     *(f"memory_{stat}_mb" for stat in ("max", "mean", "p99")), "train_memory_p99_mb",
-    "estimate_error_cpu", "rss_above_baseline_mb",
+    "estimate_error_cpu", "estimate_error_in_use", "rss_above_baseline_mb",
     "confidence_mean", "confidence_above_0_9", "ece",
     "precision", "max_length", "batch_size", "error_type", "error_message", "error_phase",
     "cpu", "gpu", "hardware", "git_commit", "git_dirty",
@@ -59,6 +59,7 @@ SUMMARY_METRICS = {
     "memory_mean": "memory_mean_mb", "memory_p99": "memory_p99_mb",
     "train_memory_p99": "train_memory_p99_mb",
     "estimate_error_cpu": "estimate_error_cpu", "rss_above_baseline_mb": "rss_above_baseline_mb",
+    "estimate_error_in_use": "estimate_error_in_use",
     "confidence": "confidence_mean", "confident_share": "confidence_above_0_9", "ece": "ece",
     **{phase: phase for phase in PHASES if phase != "train_s"},
     "cka": "cka", "transfer_delta": "transfer_delta", "perplexity_ratio": "perplexity_ratio",
@@ -264,8 +265,11 @@ def _estimate_columns(record: dict[str, Any]) -> dict[str, float]:
     # CPU records since measure.estimate_check: against the peak above the setup baseline.
     cpu_error = _number(dig(record, "memory_tools", "estimate_check", "error"))
     cpu_measured = _number(dig(record, "memory_tools", "estimate_check", "measured_bytes"))
+    # Against the memory in use: the rise less the allocator's free blocks that stay resident.
+    in_use_error = _number(dig(record, "memory_tools", "estimate_check", "in_use_error"))
     return {"estimate_mb": estimate / MIB, "estimate_error": error,
-            "estimate_error_cpu": cpu_error, "rss_above_baseline_mb": cpu_measured / MIB}
+            "estimate_error_cpu": cpu_error, "estimate_error_in_use": in_use_error,
+            "rss_above_baseline_mb": cpu_measured / MIB}
 
 
 def _timeline_columns(timeline: Any) -> dict[str, float]:

@@ -220,3 +220,17 @@ def test_the_report_shows_the_estimates_error_against_torchs_gpu_peak():
            "memory": {"peak_bytes": 700 * 2**20, "source": "cpu_rss"}}
     columns = _estimate_columns(cpu)
     assert columns["estimate_mb"] == 1 and columns["estimate_error"] != columns["estimate_error"]
+
+
+def test_the_report_shows_the_estimates_error_against_the_memory_in_use():
+    from peft_arena.report.results import _estimate_columns
+
+    check = {"error": -0.4, "measured_bytes": 500 * 2**20, "in_use_error": -0.05}
+    record = {"memory_tools": {"estimate": {"total_bytes": 300 * 2**20}, "estimate_check": check},
+              "memory": {"peak_bytes": 900 * 2**20, "source": "cpu_rss"}}
+    columns = _estimate_columns(record)
+    assert (columns["estimate_error_cpu"], columns["estimate_error_in_use"]) == (-0.4, -0.05)
+    # A record from before the in-use sample: the column is unknown, not zero.
+    del check["in_use_error"]
+    missing = _estimate_columns(record)["estimate_error_in_use"]
+    assert missing != missing
