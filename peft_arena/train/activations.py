@@ -86,6 +86,16 @@ def _lora_dropout(module: Any) -> float:
     return max((float(getattr(d, "p", 0.0)) for d in dropouts.values()), default=0.0)
 
 
+def _input_width(layer: torch.nn.Module) -> int:
+    """A linear layer's input width: `in_features` of `nn.Linear`; GPT-2's `Conv1D` stores
+    its weight as (in, out) and has no such attribute."""
+    width = getattr(layer, "in_features", None)
+    if width is None:
+        weight = getattr(layer, "weight", None)
+        width = int(weight.shape[0]) if weight is not None and weight.dim() == 2 else 0
+    return int(width)
+
+
 def profile_layer(layer: torch.nn.Module) -> LayerProfile:
     """What `layer` (one decoder or encoder layer of a wrapped model) keeps by strategy."""
     kept: set[str] = set()
@@ -98,7 +108,7 @@ def profile_layer(layer: torch.nn.Module) -> LayerProfile:
         lora_a = getattr(module, "lora_A", None)
         if lora_a is not None and len(lora_a) > 0 and group is not None:
             lora_layers.append(name)
-            width = module.base_layer.in_features
+            width = _input_width(module.base_layer)
             if _lora_dropout(module) > 0:
                 copies += width
             else:
