@@ -4,8 +4,6 @@ decoding. TRL is the `bench` extra; without it these tests are skipped."""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -13,7 +11,7 @@ import torch
 from peft_arena.config.spec import CellSpec
 from peft_arena.generation.collate import CompletionCollator
 from peft_arena.generation.loss import completion_loss
-from tests.support.synthetic import KEYWORDS
+from tests.support.generation import write_keyword_task
 
 pytest.importorskip("trl", reason="TRL is the bench extra: pip install -e '.[bench]'")
 sft_recipes = pytest.importorskip("benchmarks.sft_recipes")
@@ -21,14 +19,7 @@ sft_recipes = pytest.importorskip("benchmarks.sft_recipes")
 
 @pytest.fixture(scope="module")
 def gen_task(data_dir):
-    path = data_dir / "synth-gen-peer.yaml"
-    path.write_text(
-        "name: synth-gen-peer\nkind: generation\n"
-        "train_file: synth/train.jsonl\ntest_file: synth/test.jsonl\n"
-        f"labels: {json.dumps(KEYWORDS)}\n"
-        "prompt: \"Text: {text}\\nKeyword:\"\n"
-        "max_length: 40\n")
-    return path
+    return write_keyword_task(data_dir, "synth-gen-peer")
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,14 @@ from peft_arena.common.errors import UserError
 from peft_arena.config.spec import CellSpec
 from peft_arena.config.tasks import load_task_file
 from peft_arena.matrix.budget import plan_memory
+from tests.support.generation import write_keyword_task
 from tests.support.records import undeclared
 from tests.support.synthetic import KEYWORDS
 
 
 @pytest.fixture(scope="module")
 def gen_task(data_dir):
-    path = data_dir / "synth-gen.yaml"
-    path.write_text(
-        "name: synth-gen\nkind: generation\n"
-        "train_file: synth/train.jsonl\ntest_file: synth/test.jsonl\n"
-        f"labels: {json.dumps(KEYWORDS)}\n"
-        "prompt: \"Text: {text}\\nKeyword:\"\n"
-        "max_length: 40\n")
-    return path
+    return write_keyword_task(data_dir, "synth-gen")
 
 
 def _spec(model_dir, strategy, task, **settings) -> CellSpec:

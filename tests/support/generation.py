@@ -3,6 +3,9 @@ tokenizer (BOS, no chat template) and a SmolLM2-like one (chat template, eos = p
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 from tests.support.synthetic import FILLER, KEYWORDS
@@ -47,3 +50,16 @@ def random_llama(tokenizer, attention: str = "sdpa") -> torch.nn.Module:
     model.config.pad_token_id = tokenizer.pad_token_id
     model.set_attn_implementation(attention)
     return model
+
+
+def write_keyword_task(data_dir: Path, name: str) -> Path:
+    """A generative task file over the synthetic keyword rows in `data_dir/synth`: the answer
+    is the row's keyword, written after a plain prompt."""
+    path = data_dir / f"{name}.yaml"
+    path.write_text(
+        f"name: {name}\nkind: generation\n"
+        "train_file: synth/train.jsonl\ntest_file: synth/test.jsonl\n"
+        f"labels: {json.dumps(KEYWORDS)}\n"
+        "prompt: \"Text: {text}\\nKeyword:\"\n"
+        "max_length: 40\n")
+    return path
